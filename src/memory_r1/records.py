@@ -1,0 +1,208 @@
+"""Typed records that cross package boundaries.
+
+Data flows one way: dialogue (Conversation/Turn) -> Fact -> Operation -> MemoryEntry in a bank ->
+ScoredMemory (retrieval) -> Answer. Every stage returns these records, never backend-shaped dicts.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Category(enum.IntEnum):
+    """LoCoMo question category. The integer is what the file stores.
+
+    Two naming conventions exist (reference notes, section 3): LoCoMo's own, and the one used in the
+    Mem0 and Memory-R1 tables. Only the latter reproduces the published "Overall" numbers.
+    """
+
+    MULTI_HOP = 1
+    TEMPORAL = 2
+    OPEN_DOMAIN = 3
+    SINGLE_HOP = 4
+    ADVERSARIAL = 5
+
+    @property
+    def locomo_label(self) -> str:
+        return _LOCOMO_LABELS[self]
+
+    @property
+    def paper_label(self) -> str:
+        """Column name in the Mem0 / Memory-R1 tables (category 5 is excluded there)."""
+        return _PAPER_LABELS[self]
+
+
+_LOCOMO_LABELS = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
+_PAPER_LABELS = {1: "Single Hop", 2: "Temporal", 3: "Multi-Hop", 4: "Open Domain", 5: "Adversarial"}
+
+
+# ---------------------------------------------------------------- dialogue
+
+
+@dataclass(frozen=True)
+class Turn:
+    speaker: str
+    dia_id: str  # e.g. "D1:3"
+    text: str
+    session: int  # 1-based session index
+    timestamp: str  # the session's date-time string, e.g. "1:56 pm on 8 May, 2023"
+    occurred_at: datetime | None = None  # parsed timestamp, None if unparsable
+    image_caption: str | None = None  # LoCoMo's blip_caption: the shared image, not part of `text`
+
+    def render(self) -> str:
+        """The turn as the agents see it: speaker, words, and any shared photo."""
+        line = f"{self.speaker}: {self.text}"
+        if self.image_caption:
+            line += f" [shared a photo of {self.image_caption}]"
+        return line
+
+
+@dataclass(frozen=True)
+class Session:
+    index: int
+    timestamp: str
+    occurred_at: datetime | None
+    turns: tuple[Turn, ...]
+
+
+@dataclass(frozen=True)
+class QAItem:
+    sample_id: str
+    index: int  # 0-based position in the sample's full qa list (category 5 included)
+    question: str
+    answer: str | None  # None for adversarial items that only carry `adversarial_answer`
+    category: Category
+    evidence: tuple[str, ...]  # normalised dia_ids; malformed upstream ids are split/repaired
+    adversarial_answer: str | None = None
+
+
+@dataclass(frozen=True)
+class Conversation:
+    sample_id: str
+    speaker_a: str
+    speaker_b: str
+    sessions: tuple[Session, ...]
+    qa: tuple[QAItem, ...] = ()
+
+    @property
+    def speakers(self) -> tuple[str, str]:
+        return (self.speaker_a, self.speaker_b)
+
+    @property
+    def turns(self) -> tuple[Turn, ...]:
+        return tuple(t for s in self.sessions for t in s.turns)
+
+
+# ---------------------------------------------------------------- memory
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One short statement extracted from a turn, owned by the speaker it is about."""
+
+    text: str
+    owner: str
+    timestamp: str
+    occurred_at: datetime | None = None
+    source_turn_ids: tuple[str, ...] = ()
+
+
+class Event(str, enum.Enum):
+    """Memory Manager operations. NOOP is spelled NONE in the paper's output format."""
+
+    ADD = "ADD"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+    NOOP = "NOOP"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One decision of the Memory Manager, already resolved to store ids.
+
+    For NOOP, `reason` says why (model chose it, unknown id, missing text, unparsable output, ...).
+    """
+
+    event: Event
+    memory_id: int | None = None  # target for UPDATE/DELETE (and NOOP on a known memory)
+    text: str | None = None  # new text for ADD/UPDATE
+    old_text: str | None = None  # what the model claimed the memory said (UPDATE), informational
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Who decided a change: recorded in every history row and result."""
+
+    agent: str  # "manager", "user", "undo", ...
+    model: str = ""
+    prompt_version: str = ""
+
+
+@dataclass(frozen=True)
+class MemoryEntry:
+    id: int
+    owner: str  # namespace, e.g. "conv-26:Caroline"
+    text: str
+    timestamp: str  # dialogue time string as shown to the agents
+    occurred_at: datetime | None
+    created_at: datetime  # wall-clock, UTC
+    updated_at: datetime
+    source_turn_ids: tuple[str, ...] = ()
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class ScoredMemory:
+    entry: MemoryEntry
+    score: float  # cosine similarity
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    id: int
+    memory_id: int | None  # None for a NOOP that touched no memory
+    owner: str
+    event: str  # an Event value, or "UNDO"
+    before_text: str | None
+    after_text: str | None
+    provenance: Provenance
+    reason: str | None
+    at: datetime
+    undone: bool = False
+
+
+# ---------------------------------------------------------------- generation and answers
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.latency_s + other.latency_s,
+        )
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: str
+    answer: str
+    selected_memory_ids: tuple[int, ...]
+    retrieved: tuple[ScoredMemory, ...]
+    raw_output: str
+    prompt_version: str
+    usage: Usage = field(default_factory=Usage)
+    parse_error: str | None = None
+
+
+def owner_id(sample_id: str, speaker: str) -> str:
+    """Bank namespace of one speaker in one conversation (the paper keeps one bank per speaker)."""
+    return f"{sample_id}:{speaker}"
