@@ -1,0 +1,118 @@
+"""Generation through any OpenAI-compatible chat-completions server (vLLM, SGLang, Ollama, llama.cpp
+server, OpenAI).
+
+One small client instead of one adapter per provider (house style, principle 5). Plain httpx, no SDK: the
+request is one JSON POST, and owning it keeps retries and error messages under our control.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from memory_r1.llm.base import Generation, GenerationConfig, GenerationError, Message, truncate_at_stop
+from memory_r1.records import Usage
+
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class OpenAIGenerator:
+    """A `Generator` that POSTs each prompt to `{base_url}/chat/completions`, a few at a time.
+
+    Retries connection errors, timeouts, 408/429 and 5xx `max_retries` times, sleeping
+    `backoff * 2**attempt` seconds; any other 4xx fails at once (a bad key or model name won't heal).
+    `usage.latency_s` is each request's own wall time; concurrent requests overlap.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        backoff: float = 1.0,
+        concurrency: int = 4,
+    ) -> None:
+        self.model = model
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.concurrency = concurrency
+        api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(timeout=timeout, headers=headers)
+
+    @property
+    def name(self) -> str:
+        return self.model
+
+    def close(self) -> None:
+        self._client.close()
+
+    def generate(self, prompts: Sequence[Sequence[Message]], config: GenerationConfig) -> list[Generation]:
+        if len(prompts) <= 1:
+            return [self._complete(p, config) for p in prompts]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool:
+            return list(pool.map(lambda p: self._complete(p, config), prompts))
+
+    def payload(self, messages: Sequence[Message], config: GenerationConfig) -> dict:
+        """The request body. top_k is not in OpenAI's API; vLLM, SGLang and llama.cpp accept it."""
+        body: dict = {
+            "model": self.model,
+            "messages": list(messages),
+            "temperature": max(config.temperature, 0.0),
+            "top_p": config.top_p,
+            "max_tokens": config.max_new_tokens,
+        }
+        if config.top_k > 0:
+            body["top_k"] = config.top_k
+        if config.seed is not None:
+            body["seed"] = config.seed
+        if config.stop:
+            body["stop"] = list(config.stop)
+        return body
+
+    def _complete(self, messages: Sequence[Message], config: GenerationConfig) -> Generation:
+        start = time.perf_counter()
+        response = self._post(self.payload(messages, config))
+        try:
+            data = response.json()
+            text = data["choices"][0]["message"]["content"] or ""
+            counts = data.get("usage") or {}
+            n_prompt = int(counts.get("prompt_tokens", 0))
+            n_completion = int(counts.get("completion_tokens", 0))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:  # ValueError: bad JSON
+            raise GenerationError(f"{self.url}: unexpected response ({e!r}): {_excerpt(response)}") from e
+        usage = Usage(n_prompt, n_completion, time.perf_counter() - start)
+        # Servers that ignore `stop` still get it applied here.
+        return Generation(truncate_at_stop(text, config.stop), usage, self.model)
+
+    def _post(self, body: dict) -> httpx.Response:
+        problem = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                response = self._client.post(self.url, json=body)
+            except httpx.TransportError as e:  # refused, reset, timed out, ...
+                problem = f"{type(e).__name__}: {e}"
+                continue
+            if response.status_code < 400:
+                return response
+            problem = f"HTTP {response.status_code}: {_excerpt(response)}"
+            if response.status_code not in RETRY_STATUS:
+                raise GenerationError(f"{self.url} (model {self.model!r}) answered {problem}")
+        raise GenerationError(
+            f"{self.url} (model {self.model!r}) failed after {self.max_retries} retries: {problem}"
+        )
+
+
+def _excerpt(response: httpx.Response, limit: int = 300) -> str:
+    text = response.text.strip()
+    return text if len(text) <= limit else text[:limit] + "..."
