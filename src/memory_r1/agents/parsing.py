@@ -1,0 +1,215 @@
+"""One tolerant parser for everything the models write.
+
+Tolerant about form (code fences, prose around the JSON, a single object instead of a list, lowercase
+events, NOOP spelled NONE), strict about meaning: an operation that names an id the model was not shown,
+or lacks the text it needs, becomes a NOOP with a reason. Nothing here raises on model output: every
+failure is returned as data, so a bad generation can never crash an ingest or lose a memory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from memory_r1.prompts.answer import ANSWER_MARKER
+from memory_r1.records import Event, Operation
+
+_DECODER = json.JSONDecoder()
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+
+
+def find_json(text: str) -> Any | None:
+    """The first JSON object or array in `text` (inside code fences first), or None."""
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    for candidate in candidates:
+        for start, char in enumerate(candidate):
+            if char not in "{[":
+                continue
+            try:
+                value, _ = _DECODER.raw_decode(candidate, start)
+            except (json.JSONDecodeError, RecursionError):
+                continue
+            if isinstance(value, (dict, list)):
+                return value
+    return None
+
+
+# ---------------------------------------------------------------- facts
+
+
+@dataclass(frozen=True)
+class ParsedFacts:
+    facts: tuple[str, ...]
+    error: str | None = None  # set when the output had no usable structure
+
+
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+(.*\S)\s*$")
+
+
+def parse_facts(text: str) -> ParsedFacts:
+    """Facts from `{"facts": [...]}`, a bare JSON list, or a bulleted/numbered list."""
+    value = find_json(text)
+    if isinstance(value, dict):
+        value = value.get("facts", value.get("fact"))
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        facts = tuple(_clean(item) for item in value if isinstance(item, str) and _clean(item))
+        return ParsedFacts(facts)
+    bullets = tuple(m.group(1) for line in text.splitlines() if (m := _BULLET.match(line)))
+    if bullets:
+        return ParsedFacts(bullets)
+    return ParsedFacts((), error="no JSON facts list or bulleted list in output")
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------- memory operations
+
+_EVENT_ALIASES = {
+    "ADD": Event.ADD,
+    "UPDATE": Event.UPDATE,
+    "DELETE": Event.DELETE,
+    "NONE": Event.NOOP,
+    "NOOP": Event.NOOP,
+    "NO-OP": Event.NOOP,
+    "NO_OP": Event.NOOP,
+}
+
+
+def parse_operations(text: str, shown_ids: Mapping[str, int], shown_texts: Mapping[int, str]) -> list[Operation]:
+    """Resolve the manager's output to operations on store ids.
+
+    `shown_ids` maps the short ids the model saw to store ids; `shown_texts` maps store ids to their text.
+    The result is never empty: an output with nothing usable yields one NOOP carrying the reason.
+    """
+    items = _operation_items(find_json(text))
+    if items is None:
+        return [Operation(Event.NOOP, reason="unparsable output: no JSON with a 'memory' list")]
+    if not items:
+        return [Operation(Event.NOOP, reason="model returned an empty memory list")]
+    operations: list[Operation] = []
+    touched: set[int] = set()
+    known_texts = {_key(t) for t in shown_texts.values()}
+    for item in items:
+        op = _resolve(item, shown_ids, shown_texts, known_texts, touched)
+        if op.event is not Event.NOOP and op.memory_id is not None:
+            touched.add(op.memory_id)
+        if op.event is Event.ADD and op.text:
+            known_texts.add(_key(op.text))
+        operations.append(op)
+    return operations
+
+
+def _operation_items(value: Any) -> list[Any] | None:
+    if isinstance(value, dict):
+        if "memory" in value:
+            inner = value["memory"]
+            return inner if isinstance(inner, list) else [inner]
+        if "event" in value:
+            return [value]
+        return None
+    if isinstance(value, list):
+        return value
+    return None
+
+
+def _resolve(
+    item: Any,
+    shown_ids: Mapping[str, int],
+    shown_texts: Mapping[int, str],
+    known_texts: set[str],
+    touched: set[int],
+) -> Operation:
+    if not isinstance(item, dict):
+        return Operation(Event.NOOP, reason=f"operation is not an object: {_excerpt(item)}")
+    event = _EVENT_ALIASES.get(str(item.get("event", "")).strip().upper())
+    if event is None:
+        return Operation(Event.NOOP, reason=f"unknown event {_excerpt(item.get('event'))}")
+    text = item.get("text")
+    text = _clean(text) if isinstance(text, str) else ""
+    old = item.get("old_memory")
+    old = old if isinstance(old, str) else None
+    raw_id = item.get("id")
+    memory_id = shown_ids.get(str(raw_id).strip()) if raw_id is not None else None
+
+    if event is Event.ADD:
+        if not text:
+            return Operation(Event.NOOP, reason="ADD without text")
+        if _key(text) in known_texts:
+            return Operation(Event.NOOP, text=text, reason="ADD of a memory already stored")
+        return Operation(Event.ADD, text=text)
+    if event is Event.NOOP:
+        return Operation(Event.NOOP, memory_id=memory_id)
+    if memory_id is None:
+        return Operation(Event.NOOP, reason=f"{event.value} of unknown id {_excerpt(raw_id)}")
+    if memory_id in touched:
+        return Operation(Event.NOOP, memory_id=memory_id, reason=f"second {event.value} of the same memory")
+    if event is Event.DELETE:
+        return Operation(Event.DELETE, memory_id=memory_id, old_text=old)
+    if not text:
+        return Operation(Event.NOOP, memory_id=memory_id, reason="UPDATE without text")
+    if _key(text) == _key(shown_texts[memory_id]):
+        return Operation(Event.NOOP, memory_id=memory_id, reason="UPDATE leaves the text unchanged")
+    return Operation(Event.UPDATE, memory_id=memory_id, text=text, old_text=old)
+
+
+def _key(text: str) -> str:
+    return _clean(text).lower().rstrip(".")
+
+
+def _excerpt(value: Any, limit: int = 40) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------- answers
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    answer: str
+    selected_numbers: tuple[int, ...]  # memory numbers as shown in the prompt, in order, unique
+    error: str | None = None
+
+
+_MARKER = re.compile(r"\*{0,2}\s*\banswer(?:\s+is)?\s*\*{0,2}\s*:\s*\*{0,2}", re.IGNORECASE)
+_NUMBER = re.compile(r"\[(\d{1,4})\]")
+
+
+def parse_answer(text: str, valid_numbers: range | set[int]) -> ParsedAnswer:
+    """Split the Answer Agent's single generation into distilled memories and the final answer.
+
+    The answer follows the last "**Answer:**" (bold optional, any case) and ends at the line's end.
+    Without a marker the last non-empty line is taken as the answer and the miss is reported.
+    """
+    matches = list(_MARKER.finditer(text))
+    if matches:
+        head, tail = text[: matches[-1].start()], text[matches[-1].end() :]
+        answer, error = _first_line(tail), None
+        if not answer:
+            error = f"empty answer after {ANSWER_MARKER}"
+    else:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        head = "\n".join(lines[:-1])
+        answer = _first_line(lines[-1]) if lines else ""
+        error = f"no {ANSWER_MARKER} marker in output"
+    numbers: list[int] = []
+    for match in _NUMBER.finditer(head):
+        number = int(match.group(1))
+        if number in valid_numbers and number not in numbers:
+            numbers.append(number)
+    return ParsedAnswer(answer, tuple(numbers), error)
+
+
+def _first_line(text: str) -> str:
+    for line in text.strip().splitlines():
+        line = line.strip().strip("*").strip()
+        if line:
+            return line
+    return ""
