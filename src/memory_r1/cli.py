@@ -1,0 +1,294 @@
+"""The `memory-r1` command. A leaf: nothing imports it.
+
+Every error a user can cause (missing file, bad schema, unknown conversation or model, incompatible bank)
+ends as one red line and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from memory_r1 import __version__
+from memory_r1.bank import BankError, SQLiteStore
+from memory_r1.data import DatasetError, find_locomo, get_conversation, load_locomo, parse_session_range, select_sessions
+from memory_r1.embeddings import UnknownEmbedderError
+from memory_r1.llm import GenerationError, UnknownModelError
+from memory_r1.pipeline import DEFAULT_MODEL, IngestReport, MemorySystem, PipelineConfig, operation_counts
+from memory_r1.records import Conversation, QAItem
+
+app = typer.Typer(help="Long-term memory for LLM agents, learned with RL (Memory-R1).", no_args_is_help=True)
+memories_app = typer.Typer(help="Inspect and repair a memory bank.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
+app.add_typer(memories_app, name="memories")
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable)
+
+USER_ERRORS = (DatasetError, BankError, UnknownModelError, UnknownEmbedderError, GenerationError, ImportError, OSError, ValueError)
+
+
+def user_errors(command: F) -> F:
+    """Turn the errors a user can cause into one clear line and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as error:
+            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def default_bank() -> Path:
+    import platformdirs
+
+    return Path(os.environ.get("MEMORY_R1_BANK") or Path(platformdirs.user_data_dir("memory-r1")) / "bank.db")
+
+
+BankOpt = Annotated[Path | None, typer.Option("--bank", help="Bank file (default: $MEMORY_R1_BANK or the user data dir).")]
+DataArg = Annotated[Path | None, typer.Argument(help="locomo10.json (default: $MEMORY_R1_LOCOMO, user data dir, ../shared/data/locomo/).")]
+ConvOpt = Annotated[str, typer.Option("--conversation", "-c", help="LoCoMo sample id, e.g. conv-26.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registered name, local path or hub id.")]
+BackendOpt = Annotated[str, typer.Option(help="transformers (local) or openai (OpenAI-compatible server).")]
+BaseUrlOpt = Annotated[str | None, typer.Option(help="Server URL for --backend openai, e.g. http://localhost:8000/v1.")]
+EmbedOpt = Annotated[str, typer.Option(help="sentence-transformers model id or path.")]
+SessionsOpt = Annotated[str | None, typer.Option("--sessions", "-s", help="Session numbers, e.g. 1-3 or 1,4.")]
+
+
+def _bank_path(bank: Path | None) -> Path:
+    path = bank or default_bank()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _open_existing_bank(bank: Path | None) -> SQLiteStore:
+    path = bank or default_bank()
+    if not path.exists():
+        raise BankError(f"no bank at {path}: run `memory-r1 ingest` first or pass --bank")
+    return SQLiteStore(path)
+
+
+def _conversation(data: Path | None, sample_id: str, sessions: str | None) -> Conversation:
+    conversation = get_conversation(load_locomo(find_locomo(data)), sample_id)
+    return select_sessions(conversation, parse_session_range(sessions)) if sessions else conversation
+
+
+def _ingest_with_progress(system: MemorySystem, conversation: Conversation) -> IngestReport:
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        task = progress.add_task(f"ingest {conversation.sample_id}", total=len(conversation.turns))
+        return system.ingest(conversation, on_turn=lambda _turn: progress.advance(task))
+
+
+def _print_report(report: IngestReport) -> None:
+    counts = operation_counts(report)
+    table = Table(title=f"ingested {report.sample_id}: {report.turns} turns, {report.facts} facts in {report.seconds:.0f} s")
+    for name in ("ADD", "UPDATE", "DELETE", "NOOP", "rejected", "unparsable extractions", "unparsable decisions"):
+        table.add_column(name, justify="right")
+    table.add_row(*(str(counts[e]) for e in ("ADD", "UPDATE", "DELETE", "NOOP")), str(report.rejected_operations),
+                  str(report.extract_failures), str(report.manager_failures))
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def ingest(
+    data: DataArg = None,
+    conversation: ConvOpt = "conv-26",
+    sessions: SessionsOpt = None,
+    bank: BankOpt = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    backend: BackendOpt = "transformers",
+    base_url: BaseUrlOpt = None,
+    embedding_model: EmbedOpt = PipelineConfig.embedding_model,
+) -> None:
+    """Build the speakers' memory banks from a LoCoMo conversation."""
+    conv = _conversation(data, conversation, sessions)
+    config = PipelineConfig(model=model, backend=backend, base_url=base_url, embedding_model=embedding_model)
+    system = MemorySystem.from_config(config, _bank_path(bank))
+    _print_report(_ingest_with_progress(system, conv))
+
+
+@app.command()
+@user_errors
+def ask(
+    question: str,
+    conversation: ConvOpt = "conv-26",
+    bank: BankOpt = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    backend: BackendOpt = "transformers",
+    base_url: BaseUrlOpt = None,
+) -> None:
+    """Answer a question from the banks and show the memories the agent selected."""
+    store = _open_existing_bank(bank)
+    config = PipelineConfig(model=model, backend=backend, base_url=base_url, embedding_model=store.embedding_model)
+    store.close()
+    system = MemorySystem.from_config(config, _bank_path(bank))
+    if not system.speakers(conversation):
+        raise BankError(f"the bank has no memories for {conversation}; known: {', '.join(system.store.owners()) or 'none'}")
+    [answer] = system.answer([question], conversation)
+    console.print(f"[bold]Answer:[/] {answer.answer or '(none)'}")
+    if answer.parse_error:
+        console.print(f"[yellow]note:[/] {answer.parse_error}")
+    table = Table(title="selected memories")
+    for column in ("id", "owner", "when", "text"):
+        table.add_column(column)
+    for memory_id in answer.selected_memory_ids:
+        entry = system.store.get(memory_id)
+        table.add_row(str(entry.id), entry.owner, entry.timestamp, entry.text)
+    console.print(table)
+
+
+# ---------------------------------------------------------------- memories
+
+
+@memories_app.command("list")
+@user_errors
+def memories_list(
+    bank: BankOpt = None,
+    owner: Annotated[str | None, typer.Option(help="Only this owner, e.g. conv-26:Caroline.")] = None,
+    include_deleted: Annotated[bool, typer.Option("--all", help="Include soft-deleted memories.")] = False,
+) -> None:
+    """List memories."""
+    with _open_existing_bank(bank) as store:
+        table = Table(title=f"memories in {bank or default_bank()}")
+        for column in ("id", "owner", "when", "text", "deleted"):
+            table.add_column(column)
+        for e in store.list(owner, include_deleted=include_deleted):
+            table.add_row(str(e.id), e.owner, e.timestamp, e.text, "yes" if e.deleted else "")
+        console.print(table)
+
+
+@memories_app.command("search")
+@user_errors
+def memories_search(
+    query: str,
+    owner: Annotated[str, typer.Option(help="Owner to search, e.g. conv-26:Caroline.")],
+    k: Annotated[int, typer.Option("-k", help="How many memories.")] = 10,
+    bank: BankOpt = None,
+) -> None:
+    """Semantic search in one owner's memories."""
+    from memory_r1.embeddings import load_embedder
+
+    with _open_existing_bank(bank) as store:
+        [vector] = load_embedder(store.embedding_model).embed([query])
+        table = Table(title=f"top {k} for {query!r} in {owner}")
+        for column in ("score", "id", "when", "text"):
+            table.add_column(column)
+        for hit in store.search(owner, vector, k):
+            table.add_row(f"{hit.score:.3f}", str(hit.entry.id), hit.entry.timestamp, hit.entry.text)
+        console.print(table)
+
+
+@memories_app.command("history")
+@user_errors
+def memories_history(
+    bank: BankOpt = None,
+    memory: Annotated[int | None, typer.Option("--memory", help="Only this memory id.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only this owner.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the last N events.")] = None,
+) -> None:
+    """Every change ever made: operation, before/after, who decided, why."""
+    with _open_existing_bank(bank) as store:
+        rows = store.history(memory_id=memory, owner=owner)
+        table = Table(title="history")
+        for column in ("#", "event", "memory", "before", "after", "by", "reason", "undone"):
+            table.add_column(column)
+        for h in rows[-limit:] if limit else rows:
+            by = "/".join(x for x in (h.provenance.agent, h.provenance.model, h.provenance.prompt_version) if x)
+            table.add_row(str(h.id), h.event, str(h.memory_id or ""), h.before_text or "", h.after_text or "", by,
+                          h.reason or "", "yes" if h.undone else "")
+        console.print(table)
+
+
+@memories_app.command("undo")
+@user_errors
+def memories_undo(
+    history_id: Annotated[int | None, typer.Argument(help="History event to revert (default: the latest change).")] = None,
+    bank: BankOpt = None,
+) -> None:
+    """Revert one change (ADD, UPDATE or DELETE). The undo itself is recorded."""
+    with _open_existing_bank(bank) as store:
+        record = store.undo(history_id)
+        console.print(f"undone: {record.event} of memory {record.memory_id} (history #{record.id})")
+
+
+# ---------------------------------------------------------------- data
+
+
+@data_app.command("download")
+@user_errors
+def data_download(
+    name: Annotated[str, typer.Argument(help="Dataset name: locomo.")],
+    dest: Annotated[Path | None, typer.Option(help="Target file (default: the user data dir).")] = None,
+) -> None:
+    """Fetch a dataset from its public location (needs a network)."""
+    from memory_r1.data import default_locomo_path, download_locomo
+
+    if name != "locomo":
+        raise DatasetError(f"unknown dataset {name!r}; available: locomo")
+    path = download_locomo(dest or default_locomo_path())
+    console.print(f"saved {path} (CC BY-NC 4.0: non-commercial use, credit Maharana et al., ACL 2024)")
+
+
+# ---------------------------------------------------------------- demo
+
+
+def _answerable(conversation: Conversation, limit: int) -> list[QAItem]:
+    """Questions (categories 1-4) whose evidence lies entirely in the ingested sessions."""
+    ingested = {t.dia_id for t in conversation.turns}
+    chosen = [q for q in conversation.qa if q.answer is not None and q.evidence and set(q.evidence) <= ingested]
+    return chosen[:limit]
+
+
+@app.command()
+@user_errors
+def demo(
+    data: Annotated[Path | None, typer.Option("--data", help="locomo10.json (default: the documented places).")] = None,
+    conversation: ConvOpt = "conv-26",
+    sessions: SessionsOpt = "1",
+    questions: Annotated[int, typer.Option(help="How many questions to answer.")] = 5,
+    bank: Annotated[Path | None, typer.Option(help="Keep the bank in this file (default: in memory).")] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+) -> None:
+    """The main job, offline on the embedded default: ingest a few sessions, answer their questions."""
+    from memory_r1.eval.metrics import f1_score
+
+    conv = _conversation(data, conversation, sessions)
+    items = _answerable(conv, questions)
+    console.print(f"[bold]memory-r1 demo[/]: {conv.sample_id}, sessions {sessions}, {len(conv.turns)} turns, "
+                  f"{len(items)} questions, model {model}")
+    system = MemorySystem.from_config(PipelineConfig(model=model), bank or ":memory:")
+    _print_report(_ingest_with_progress(system, conv))
+    answers = system.answer([q.question for q in items], conv.sample_id)
+    table = Table(title="answers")
+    for column in ("question", "gold", "answer", "F1", "memories used"):
+        table.add_column(column)
+    scores = []
+    for item, answer in zip(items, answers, strict=True):
+        scores.append(f1_score(answer.answer, item.answer or ""))
+        table.add_row(item.question, item.answer, answer.answer, f"{scores[-1]:.2f}", str(len(answer.selected_memory_ids)))
+    console.print(table)
+    if scores:
+        console.print(f"mean F1 {sum(scores) / len(scores):.3f} over {len(scores)} questions")
+
+
+@app.callback(invoke_without_command=True)
+def main(version: Annotated[bool, typer.Option("--version", help="Show the version.")] = False) -> None:
+    if version:
+        console.print(f"memory-r1 {__version__}")
+        raise typer.Exit()

@@ -1,0 +1,109 @@
+"""Shared fixtures. Tests never touch the network: the hub is switched off before transformers loads."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import json  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from memory_r1.llm.base import Generation  # noqa: E402
+from memory_r1.llm.tiny import build_tiny_model  # noqa: E402
+from memory_r1.records import Usage  # noqa: E402
+
+# One intra-op thread: the tiny model's matrices are too small to split, and when another process is
+# using the second core, OpenMP's spinning barriers make 2-thread generation ~30x slower (measured).
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random chat model, built once per test session (a few seconds)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tiny_model_dir: Path):
+    """A `TransformersGenerator` over the tiny model, on CPU, shared by the session: don't mutate it."""
+    from memory_r1.llm.transformers_backend import TransformersGenerator
+
+    return TransformersGenerator(tiny_model_dir, device="cpu", name="tiny-random")
+
+
+LOCOMO_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" / "locomo10.json"
+
+
+@pytest.fixture(scope="session")
+def locomo_path() -> Path:
+    """The real LoCoMo file from ../shared (never committed: CC BY-NC 4.0)."""
+    if not LOCOMO_PATH.exists():
+        pytest.skip(f"LoCoMo not found at {LOCOMO_PATH}")
+    return LOCOMO_PATH
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, request) -> None:
+    """Models built by name (tiny-random) go to a per-session temp cache, never the user's; slow tests
+    that need the real converted SmolLM2 keep the user cache so it is converted only once."""
+    if "slow" not in request.keywords:
+        monkeypatch.setenv("MEMORY_R1_CACHE", str(tmp_path_factory.getbasetemp() / "model-cache"))
+
+
+class ScriptedGenerator:
+    """A Generator whose replies are computed from the prompt: exact, assertable model behaviour."""
+
+    def __init__(self, reply: Callable[[list[dict]], str], name: str = "scripted"):
+        self.reply, self.name, self.calls = reply, name, 0
+
+    def generate(self, prompts, config):
+        self.calls += len(prompts)
+        return [Generation(self.reply(list(p)), Usage(10, 5, 0.0), self.name) for p in prompts]
+
+
+def _last_user(messages) -> str:
+    return messages[-1]["content"]
+
+
+def reference_script(messages) -> str:
+    """Extract the line as a fact; the manager ADDs every new fact unless shown memories already say it."""
+    content = _last_user(messages)
+    if content.startswith("Chat date:"):
+        line = content.split("Line: ", 1)[1]
+        return json.dumps({"facts": [line]})
+    if content.startswith("Current memories:"):
+        shown = json.loads(content.split("\n")[1])
+        facts = json.loads(content.split("New facts:\n", 1)[1])
+        known = {m["text"] for m in shown}
+        return json.dumps({"memory": [{"id": str(len(shown) + i), "text": f, "event": "ADD"}
+                                      for i, f in enumerate(facts) if f not in known]})
+    return "[1] a memory\n**Answer:** 7 May 2023"
+
+
+@pytest.fixture
+def scripted() -> Callable[..., ScriptedGenerator]:
+    """`scripted()` follows `reference_script`; `scripted(fn)` replies with fn(messages)."""
+    return lambda reply=reference_script: ScriptedGenerator(reply)
+
+
+@pytest.fixture
+def make_system():
+    """`make_system(generator, embedder=None, bank=":memory:")`: a MemorySystem on one generator."""
+    from memory_r1.agents import AnswerAgent, FactExtractor, MemoryManager
+    from memory_r1.bank import SQLiteStore
+    from memory_r1.embeddings import HashingEmbedder
+    from memory_r1.pipeline import MemorySystem
+
+    def make(generator, embedder=None, bank=":memory:"):
+        embedder = embedder or HashingEmbedder()
+        store = SQLiteStore(bank, embedding_model=embedder.name, dim=embedder.dim)
+        return MemorySystem(store, embedder, FactExtractor(generator), MemoryManager(generator, embedder),
+                            AnswerAgent(generator, embedder))
+
+    return make
