@@ -81,6 +81,14 @@ def test_parse_facts_json_list_bullets_and_failure():
     assert failed.facts == () and failed.error
 
 
+def test_parse_facts_salvages_complete_items_from_broken_json():
+    cut_off = '{"facts": ["Alex has a dog.", "Alex likes \\"jazz\\".", "Alex has a dog named Bis'
+    parsed = parse_facts(cut_off)
+    assert parsed.facts == ("Alex has a dog.", 'Alex likes "jazz".') and parsed.error
+    stray_bracket = '{"facts": ["Alex moved to Denver."}'
+    assert parse_facts(stray_bracket).facts == ("Alex moved to Denver.",)
+
+
 def test_parse_answer_selected_memories_and_marker_variants():
     raw = "[3] (8 May 2023) Alex went to Denver.\n[12] Alex likes tea.\n[99] bogus\n**Answer:** Denver\nextra"
     parsed = parse_answer(raw, range(1, 61))

@@ -59,10 +59,34 @@ def parse_facts(text: str) -> ParsedFacts:
     if isinstance(value, list):
         facts = tuple(_clean(item) for item in value if isinstance(item, str) and _clean(item))
         return ParsedFacts(facts)
+    salvaged = _salvage_strings(text, key="facts")
+    if salvaged:
+        return ParsedFacts(salvaged, error="malformed JSON: kept the complete facts")
     bullets = tuple(m.group(1) for line in text.splitlines() if (m := _BULLET.match(line)))
     if bullets:
         return ParsedFacts(bullets)
     return ParsedFacts((), error="no JSON facts list or bulleted list in output")
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _salvage_strings(text: str, key: str) -> tuple[str, ...]:
+    """Complete string items of a `"key": [...]` list whose JSON is broken (cut off at the token limit,
+    a stray bracket): small models often get the content right and the syntax wrong."""
+    start = text.find(f'"{key}"')
+    bracket = text.find("[", start) if start >= 0 else -1
+    if bracket < 0:
+        return ()
+    items = []
+    for match in _JSON_STRING.finditer(text, bracket):
+        try:
+            item = _clean(json.loads(match.group(0)))
+        except json.JSONDecodeError:
+            continue
+        if item:
+            items.append(item)
+    return tuple(items)
 
 
 def _clean(text: str) -> str:

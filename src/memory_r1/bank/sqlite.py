@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from memory_r1.bank.index import OwnerIndex, top_k
 from memory_r1.bank.store import BankError, IncompatibleBankError, MemoryNotFoundError
 from memory_r1.records import Event, HistoryRecord, MemoryEntry, Provenance, ScoredMemory
 
@@ -91,7 +92,7 @@ class SQLiteStore:
         self._lock = threading.RLock()
         self._depth = 0  # transaction nesting; only the outermost commits
         self._touched: set[str] = set()  # owners whose cached index changed in the open transaction
-        self._indexes: dict[str, _OwnerIndex] = {}
+        self._indexes: dict[str, OwnerIndex] = {}
         self._conn = _connect(self.path)
         try:
             self._dim, self._model = _open_schema(self._conn, self.path, embedding_model, dim)
@@ -424,7 +425,7 @@ class SQLiteStore:
                 rows = np.flatnonzero((times >= lo) & (times <= hi))  # NaN (unknown time) fails both
                 matrix, ids = matrix[rows], ids[rows]
             scores = matrix @ queries.T  # (n, Q)
-            picks = [_top_k(scores[:, j], ids, k) for j in range(len(queries))]
+            picks = [top_k(scores[:, j], ids, k) for j in range(len(queries))]
             entries = self._entries({int(i) for p in picks for i in ids[p]})
         return [
             [ScoredMemory(entries[int(ids[p])], float(scores[p, j])) for p in pick]
@@ -582,7 +583,7 @@ class SQLiteStore:
 
     # The cached per-owner index. Only owners already cached are maintained; others load lazily.
 
-    def _index(self, owner: str) -> _OwnerIndex | None:
+    def _index(self, owner: str) -> OwnerIndex | None:
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:  # another connection committed: our cache may be stale
             self._indexes.clear()
@@ -599,7 +600,7 @@ class SQLiteStore:
                 return None
             ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
             matrix = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), self._dim)
-            index = self._indexes[owner] = _OwnerIndex(self._dim)
+            index = self._indexes[owner] = OwnerIndex(self._dim)
             if self._depth:  # built from uncommitted rows: drop it if they roll back
                 self._touched.add(owner)
             index.append(ids, np.array([_posix_iso(r[1]) for r in rows]), matrix)
@@ -621,47 +622,6 @@ class SQLiteStore:
         if (index := self._indexes.get(owner)) is not None:
             self._touched.add(owner)
             index.remove(memory_id)
-
-
-class _OwnerIndex:
-    """One owner's live memories as a dense matrix. Capacity doubles so appends are amortised O(D);
-    removal swaps the last row in, so row order is arbitrary (ties are broken by id at query time)."""
-
-    def __init__(self, dim: int, capacity: int = 64) -> None:
-        self.n = 0
-        self.ids = np.empty(capacity, np.int64)  # (cap,)
-        self.times = np.empty(capacity, np.float64)  # (cap,) POSIX seconds of occurred_at, NaN if unknown
-        self.matrix = np.empty((capacity, dim), np.float32)  # (cap, D) L2-normalised rows
-        self.row_of: dict[int, int] = {}
-
-    def append(self, ids: np.ndarray, times: np.ndarray, rows: np.ndarray) -> None:
-        end = self.n + len(ids)
-        if end > len(self.ids):
-            capacity = max(end, 2 * len(self.ids))
-            for name in ("ids", "times", "matrix"):
-                old = getattr(self, name)
-                grown = np.empty((capacity, *old.shape[1:]), old.dtype)
-                grown[: self.n] = old[: self.n]
-                setattr(self, name, grown)
-        self.ids[self.n : end], self.times[self.n : end], self.matrix[self.n : end] = ids, times, rows
-        self.row_of.update(zip(ids.tolist(), range(self.n, end), strict=True))
-        self.n = end
-
-    def replace(self, memory_id: int, row: np.ndarray, time: float) -> None:
-        r = self.row_of[memory_id]
-        self.matrix[r], self.times[r] = row, time
-
-    def remove(self, memory_id: int) -> None:
-        r, last = self.row_of.pop(memory_id), self.n - 1
-        if r != last:
-            self.ids[r], self.times[r], self.matrix[r] = self.ids[last], self.times[last], self.matrix[last]
-            self.row_of[int(self.ids[r])] = r
-        self.n = last
-
-    def copy(self) -> _OwnerIndex:
-        clone = _OwnerIndex(self.matrix.shape[1], capacity=0)
-        clone.append(self.ids[: self.n], self.times[: self.n], self.matrix[: self.n])
-        return clone
 
 
 # ---------------------------------------------------------------- helpers
@@ -729,16 +689,6 @@ def _one(embedding: np.ndarray) -> np.ndarray:
     if np.ndim(embedding) != 1:
         raise ValueError(f"expected one embedding vector (D,), got shape {np.shape(embedding)}")
     return np.asarray(embedding)[None]
-
-
-def _top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k best scores, best first, ties broken by lower id (deterministic even at the cut)."""
-    if k < len(scores):
-        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-        candidates = np.flatnonzero(scores >= kth)  # usually exactly k; more only on ties at the cut
-    else:
-        candidates = np.arange(len(scores))
-    return candidates[np.lexsort((ids[candidates], -scores[candidates]))][:k]
 
 
 def _where(**filters: object) -> tuple[str, tuple[object, ...]]:

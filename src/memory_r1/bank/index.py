@@ -1,0 +1,60 @@
+"""In-memory vector index of one owner's live memories: the part of search that must be fast.
+
+A query is one matmul over a dense float32 matrix plus an argpartition; no table scan, no blob decoding.
+The SQLite store keeps one index per owner in step with its own writes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class OwnerIndex:
+    """One owner's live memories as a dense matrix. Capacity doubles so appends are amortised O(D);
+    removal swaps the last row in, so row order is arbitrary (ties are broken by id at query time)."""
+
+    def __init__(self, dim: int, capacity: int = 64) -> None:
+        self.n = 0
+        self.ids = np.empty(capacity, np.int64)  # (cap,)
+        self.times = np.empty(capacity, np.float64)  # (cap,) POSIX seconds of occurred_at, NaN if unknown
+        self.matrix = np.empty((capacity, dim), np.float32)  # (cap, D) L2-normalised rows
+        self.row_of: dict[int, int] = {}
+
+    def append(self, ids: np.ndarray, times: np.ndarray, rows: np.ndarray) -> None:
+        end = self.n + len(ids)
+        if end > len(self.ids):
+            capacity = max(end, 2 * len(self.ids))
+            for name in ("ids", "times", "matrix"):
+                old = getattr(self, name)
+                grown = np.empty((capacity, *old.shape[1:]), old.dtype)
+                grown[: self.n] = old[: self.n]
+                setattr(self, name, grown)
+        self.ids[self.n : end], self.times[self.n : end], self.matrix[self.n : end] = ids, times, rows
+        self.row_of.update(zip(ids.tolist(), range(self.n, end), strict=True))
+        self.n = end
+
+    def replace(self, memory_id: int, row: np.ndarray, time: float) -> None:
+        r = self.row_of[memory_id]
+        self.matrix[r], self.times[r] = row, time
+
+    def remove(self, memory_id: int) -> None:
+        r, last = self.row_of.pop(memory_id), self.n - 1
+        if r != last:
+            self.ids[r], self.times[r], self.matrix[r] = self.ids[last], self.times[last], self.matrix[last]
+            self.row_of[int(self.ids[r])] = r
+        self.n = last
+
+    def copy(self) -> OwnerIndex:
+        clone = OwnerIndex(self.matrix.shape[1], capacity=0)
+        clone.append(self.ids[: self.n], self.times[: self.n], self.matrix[: self.n])
+        return clone
+
+
+def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k best scores, best first, ties broken by lower id (deterministic even at the cut)."""
+    if k < len(scores):
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        candidates = np.flatnonzero(scores >= kth)  # usually exactly k; more only on ties at the cut
+    else:
+        candidates = np.arange(len(scores))
+    return candidates[np.lexsort((ids[candidates], -scores[candidates]))][:k]
