@@ -22,6 +22,20 @@ For each new fact choose one event:
 Never change a memory that no fact is about.
 Reply with JSON only: {"memory": [{"id": "...", "text": "...", "event": "ADD|UPDATE|DELETE|NONE", "old_memory": "..."}]}"""
 
+EMPTY_EXAMPLE_USER = """Current memories:
+[]
+New facts:
+["Sam works as a nurse.", "Sam has two cats."]"""
+
+EMPTY_EXAMPLE_ASSISTANT = json.dumps(
+    {
+        "memory": [
+            {"id": "0", "text": "Sam works as a nurse.", "event": "ADD"},
+            {"id": "1", "text": "Sam has two cats.", "event": "ADD"},
+        ]
+    }
+)
+
 EXAMPLE_USER = """Current memories:
 [{"id": "0", "text": "Alex lives in Boston."}, {"id": "1", "text": "Alex has a dog named Biscuit."}]
 New facts:
@@ -47,5 +61,7 @@ def render(memories: Sequence[tuple[str, str]], facts: Sequence[str]) -> list[Me
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": EXAMPLE_USER},
         {"role": "assistant", "content": EXAMPLE_ASSISTANT},
+        {"role": "user", "content": EMPTY_EXAMPLE_USER},
+        {"role": "assistant", "content": EMPTY_EXAMPLE_ASSISTANT},
         {"role": "user", "content": user},
     ]
