@@ -31,13 +31,40 @@ def test_ingest_applies_operations_per_speaker_with_history(conv26, scripted, ma
     assert history[0].provenance.agent == "manager" and history[0].provenance.prompt_version == "manage-v1"
 
 
-def test_reingesting_the_same_turns_adds_nothing_new(conv26, scripted, make_system):
-    system = make_system(scripted())
-    system.ingest(conv26)
-    before = system.store.count()
+def test_ingest_resumes_after_an_interruption_without_repeating_a_turn(conv26, scripted, make_system):
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_five(turn, seen=[]):
+        seen.append(turn)
+        if len(seen) == 5:
+            raise Interrupt
+
+    generator = scripted()
+    system = make_system(generator)
+    with pytest.raises(Interrupt):
+        system.ingest(conv26, on_turn=stop_after_five)
+    assert len(system.store.turn_log("conv-26")) == 5
+    resumed = system.ingest(conv26)
+    turns = conv26.sessions[0].turns
+    assert resumed.skipped == 5 and resumed.turns == len(turns) - 5
+    assert list(system.store.turn_log("conv-26")) == [t.dia_id for t in turns]
+
+    reference = make_system(scripted())
+    reference.ingest(conv26)
+    assert [(m.owner, m.text) for m in system.store.list()] == [(m.owner, m.text) for m in reference.store.list()]
+    calls = generator.calls
+    again = system.ingest(conv26)
+    assert again.turns == 0 and again.skipped == len(turns) and generator.calls == calls
+
+
+def test_turn_records_survive_reopening_the_bank(conv26, scripted, make_system, tmp_path):
+    system = make_system(scripted(), bank=tmp_path / "bank.db")
     report = system.ingest(conv26)
-    assert system.store.count() == before
-    assert report.operations[Event.ADD] == 0
+    system.store.close()
+    reopened = make_system(scripted(), bank=tmp_path / "bank.db")
+    assert reopened.turn_records("conv-26") == report.records
+    assert report.records[-1].bank_size == reopened.store.count(report.records[-1].owner)
 
 
 def test_answer_maps_selected_numbers_to_store_ids(conv26, scripted, make_system):
@@ -51,17 +78,19 @@ def test_answer_maps_selected_numbers_to_store_ids(conv26, scripted, make_system
     assert speakers == {owner_id("conv-26", s) for s in conv26.speakers}
 
 
-def test_garbage_model_output_loses_nothing(conv26, scripted, make_system):
-    good = make_system(scripted())
-    good.ingest(conv26)
-    snapshot = [(m.id, m.text) for m in good.store.list()]
-    # Same bank, now driven by a model that writes nonsense: every decision becomes a recorded NOOP.
-    good.manager.generator = scripted(lambda m: "I would DELETE everything {not json")
-    good.extractor.generator = scripted(lambda m: "just chatting")
-    report = good.ingest(conv26)
-    assert [(m.id, m.text) for m in good.store.list()] == snapshot
+def test_garbage_model_output_loses_nothing(locomo_path, scripted, make_system):
+    conv = select_sessions(get_conversation(load_locomo(locomo_path), "conv-26"), {1, 2})
+    system = make_system(scripted())
+    system.ingest(replace(conv, sessions=conv.sessions[:1]))
+    snapshot = [(m.id, m.text) for m in system.store.list()]
+    # Session 2, driven by a model that writes nonsense: every decision becomes a NOOP with its reason.
+    system.manager.generator = scripted(lambda m: "I would DELETE everything {not json")
+    system.extractor.generator = scripted(lambda m: "just chatting")
+    report = system.ingest(conv)
+    assert report.skipped == len(conv.sessions[0].turns) and report.turns == len(conv.sessions[1].turns)
+    assert [(m.id, m.text) for m in system.store.list()] == snapshot
     assert report.extract_failures == report.turns and report.manager_failures == report.turns
-    reasons = [h.reason for h in good.store.history() if h.event == "NOOP"]
+    reasons = [h.reason for h in system.store.history() if h.event == "NOOP"]
     assert len(reasons) == report.turns and all(r.startswith("unparsable") for r in reasons)
 
 

@@ -10,14 +10,23 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from memory_r1.agents import AnswerAgent, AnswerConfig, ExtractorConfig, FactExtractor, ManagerConfig, MemoryManager
+from memory_r1.agents import (
+    AnswerAgent,
+    AnswerConfig,
+    Extraction,
+    ExtractorConfig,
+    FactExtractor,
+    ManagerConfig,
+    MemoryManager,
+    apply_operations,
+)
 from memory_r1.bank import MemoryStore, SQLiteStore
 from memory_r1.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder, load_embedder
 from memory_r1.llm import Generator, load_generator
-from memory_r1.records import Answer, Conversation, Event, Turn, Usage, owner_id
+from memory_r1.records import Answer, Conversation, Event, Operation, Turn, Usage, owner_id
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -39,22 +48,71 @@ class PipelineConfig:
     answer: AnswerConfig = field(default_factory=AnswerConfig)
 
 
+@dataclass(frozen=True)
+class TurnRecord:
+    """What ingesting one turn did; stored in the bank's turn log in the same transaction as its operations."""
+
+    dia_id: str
+    owner: str
+    facts: int
+    extract_error: str | None
+    operations: dict[str, int]  # Event value -> count, as applied
+    rejected: int  # NOOPs that carry a reason (unknown id, missing text, unparsable, ...)
+    unparsable: bool  # the whole manager output had no usable structure
+    bank_size: int  # live memories of this owner after the turn
+    extract: Usage
+    manage: Usage | None  # None when the turn had no facts (no manager call)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, row: dict) -> TurnRecord:
+        manage = row.get("manage")
+        return cls(**{**row, "extract": Usage(**row["extract"]), "manage": Usage(**manage) if manage else None})
+
+
 @dataclass
 class IngestReport:
     sample_id: str
-    turns: int = 0
-    facts: int = 0
-    operations: Counter = field(default_factory=Counter)  # Event -> count, as applied
-    extract_failures: int = 0  # outputs with no usable structure
-    manager_failures: int = 0  # decisions that were entirely unparsable
-    rejected_operations: int = 0  # NOOPs that carry a reason (unknown id, missing text, ...)
-    usage: dict[str, Usage] = field(default_factory=dict)  # stage -> summed usage
-    calls: Counter = field(default_factory=Counter)  # stage -> number of generations
+    records: list[TurnRecord] = field(default_factory=list)
+    skipped: int = 0  # turns already in the bank (resumed ingest)
     seconds: float = 0.0
 
-    def add_usage(self, stage: str, usage: Usage) -> None:
-        self.usage[stage] = self.usage.get(stage, Usage()) + usage
-        self.calls[stage] += 1
+    @property
+    def turns(self) -> int:
+        return len(self.records)
+
+    @property
+    def facts(self) -> int:
+        return sum(r.facts for r in self.records)
+
+    @property
+    def operations(self) -> Counter:
+        return sum((Counter({Event(e): n for e, n in r.operations.items()}) for r in self.records), Counter())
+
+    @property
+    def extract_failures(self) -> int:
+        return sum(r.extract_error is not None for r in self.records)
+
+    @property
+    def manager_failures(self) -> int:
+        return sum(r.unparsable for r in self.records)
+
+    @property
+    def rejected_operations(self) -> int:
+        return sum(r.rejected for r in self.records)
+
+    @property
+    def calls(self) -> Counter:
+        return Counter(extract=len(self.records), manage=sum(r.manage is not None for r in self.records))
+
+    @property
+    def usage(self) -> dict[str, Usage]:
+        return {
+            "extract": sum((r.extract for r in self.records), Usage()),
+            "manage": sum((r.manage for r in self.records if r.manage), Usage()),
+        }
 
 
 class MemorySystem:
@@ -87,29 +145,53 @@ class MemorySystem:
         )
 
     def ingest(self, conversation: Conversation, on_turn: Callable[[Turn], None] | None = None) -> IngestReport:
+        """Ingest every turn not yet in the bank's turn log, so an interrupted ingest resumes where it stopped."""
+        done = self.store.turn_log(conversation.sample_id)
         report = IngestReport(conversation.sample_id)
         start = time.perf_counter()
         for session in conversation.sessions:
-            turns = session.turns
+            pending = [i for i, turn in enumerate(session.turns) if turn.dia_id not in done]
+            report.skipped += len(session.turns) - len(pending)
+            for turn in session.turns:
+                if turn.dia_id in done and on_turn:
+                    on_turn(turn)
+            if not pending:
+                continue
+            turns = [session.turns[i] for i in pending]
+            previous = [session.turns[i - 1] if i else None for i in pending]
             owners = [owner_id(conversation.sample_id, t.speaker) for t in turns]
-            extractions = self.extractor.extract(turns, owners, (None, *turns[:-1]))
-            for extraction in extractions:
-                report.turns += 1
-                report.add_usage("extract", extraction.usage)
-                report.extract_failures += extraction.error is not None
-                report.facts += len(extraction.facts)
-                if extraction.facts:
-                    decision, applied = self.manager.step(self.store, extraction.facts[0].owner, extraction.facts)
-                    report.add_usage("manage", decision.usage)
-                    report.manager_failures += any(
-                        op.reason and op.reason.startswith("unparsable") for op in decision.operations
-                    )
-                    report.rejected_operations += sum(op.reason is not None for op in applied)
-                    report.operations.update(op.event for op in applied)
+            for extraction, owner in zip(self.extractor.extract(turns, owners, previous), owners, strict=True):
+                report.records.append(self._ingest_turn(conversation.sample_id, owner, extraction))
                 if on_turn:
                     on_turn(extraction.turn)
         report.seconds = time.perf_counter() - start
         return report
+
+    def _ingest_turn(self, sample_id: str, owner: str, extraction: Extraction) -> TurnRecord:
+        decision = self.manager.decide(self.store, owner, extraction.facts) if extraction.facts else None
+        with self.store.transaction():  # the operations and the turn-log row commit together
+            applied: list[Operation] = []
+            if decision is not None:
+                applied = apply_operations(self.store, self.embedder, owner, decision.operations,
+                                           decision.facts, self.manager.provenance)
+            record = TurnRecord(
+                dia_id=extraction.turn.dia_id,
+                owner=owner,
+                facts=len(extraction.facts),
+                extract_error=extraction.error,
+                operations=dict(Counter(op.event.value for op in applied)),
+                rejected=sum(op.reason is not None for op in applied),
+                unparsable=any(op.reason and op.reason.startswith("unparsable") for op in applied),
+                bank_size=self.store.count(owner),
+                extract=extraction.usage,
+                manage=decision.usage if decision else None,
+            )
+            self.store.log_turn(sample_id, record.dia_id, record.to_json())
+        return record
+
+    def turn_records(self, sample_id: str) -> list[TurnRecord]:
+        """Every turn ingested into this bank for a conversation, across resumed runs."""
+        return [TurnRecord.from_json(row) for row in self.store.turn_log(sample_id).values()]
 
     def speakers(self, sample_id: str) -> list[tuple[str, str]]:
         """(speaker, bank owner) for each speaker of a conversation found in the bank."""

@@ -5,8 +5,9 @@ not state k); their union is shown to the policy under short ids, and ONE genera
 turn's facts, as in the paper, where the whole output is the RL action. Split into `build_prompt`,
 `decide` and `apply_operations` so RL rollouts can sample several decisions and apply each to a fork.
 
-Departures, documented: DELETE is a soft delete in our store (the paper removes the entry); every applied
-operation and every rejected one (with its reason) goes into the bank's history.
+Departures, documented: DELETE is a soft delete in our store (the paper removes the entry); every
+operation goes into the bank's history, NOOPs included: the model's own NONE without a reason, a rejected
+operation (unknown id, missing text, unparsable output) with one.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def apply_operations(
                                  occurred_at=occurred_at, source_turn_ids=sources)
                 elif op.event is Event.DELETE and op.memory_id is not None:
                     store.delete(op.memory_id, provenance=provenance)
-                elif op.reason:
+                else:
                     store.record_noop(owner, provenance=provenance, memory_id=op.memory_id, reason=op.reason)
             except MemoryNotFoundError as error:
                 op = Operation(Event.NOOP, op.memory_id, op.text, op.old_text, reason=str(error))

@@ -69,6 +69,12 @@ _SCHEMA = (
         undoes INTEGER)                      -- UNDO: the history row it reverted""",
     "CREATE INDEX history_owner ON history (owner)",
     "CREATE INDEX history_memory ON history (memory_id)",
+    """CREATE TABLE turns (
+        sample_id TEXT NOT NULL,
+        dia_id TEXT NOT NULL,
+        record TEXT NOT NULL,                -- JSON: what ingesting the turn did (facts, operations, cost)
+        at TEXT NOT NULL,
+        PRIMARY KEY (sample_id, dia_id))""",
 )
 _ENTRY_COLS = "id, owner, text, timestamp, occurred_at, created_at, updated_at, source_turn_ids, deleted"
 _HISTORY_COLS = (
@@ -350,6 +356,22 @@ class SQLiteStore:
                             self._conn.execute(f"ROLLBACK TO level{level}")
                             self._conn.execute(f"RELEASE level{level}")
                     self._forget_uncommitted()
+
+    def log_turn(self, sample_id: str, dia_id: str, record: dict) -> None:
+        """Mark a dialogue turn as ingested. Called inside the transaction that applied the turn's
+        operations, so after a crash a turn is either fully in the bank and logged, or neither."""
+        with self._lock, self.transaction():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?)", (sample_id, dia_id, json.dumps(record), _now())
+            )
+
+    def turn_log(self, sample_id: str) -> dict[str, dict]:
+        """dia_id -> record of every ingested turn of a conversation, in ingestion order."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT dia_id, record FROM turns WHERE sample_id = ? ORDER BY rowid", (sample_id,)
+            ).fetchall()
+        return {dia_id: json.loads(record) for dia_id, record in rows}
 
     # ---------------------------------------------------------------- reads
 

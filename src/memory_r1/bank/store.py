@@ -117,6 +117,14 @@ class MemoryStore(Protocol):
         """All writes inside commit together or not at all; nested use is safe."""
         ...
 
+    def log_turn(self, sample_id: str, dia_id: str, record: dict) -> None:
+        """Mark a dialogue turn as ingested (inside the transaction that applied its operations)."""
+        ...
+
+    def turn_log(self, sample_id: str) -> dict[str, dict]:
+        """dia_id -> record of every ingested turn of a conversation, in ingestion order."""
+        ...
+
     # ---------------------------------------------------------------- reads
 
     def get(self, memory_id: int) -> MemoryEntry:
