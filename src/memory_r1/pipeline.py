@@ -144,6 +144,28 @@ class MemorySystem:
             AnswerAgent(generator(config.answer_model), embedder, config.answer),
         )
 
+    def with_bank(self, bank: str | Path) -> MemorySystem:
+        """The same agents (models loaded once) over another bank, e.g. one per conversation."""
+        store = SQLiteStore(bank, embedding_model=self.embedder.name, dim=self.embedder.dim)
+        return MemorySystem(store, self.embedder, self.extractor, self.manager, self.answerer)
+
+    def settings(self) -> dict:
+        """What determines this system's results: recorded beside every evaluation run."""
+        return {
+            "extractor_model": self.extractor.generator.name,
+            "manager_model": self.manager.generator.name,
+            "answer_model": self.answerer.generator.name,
+            "embedding_model": self.embedder.name,
+            "prompts": {
+                "extract": self.extractor.prompt_version,
+                "manage": self.manager.provenance.prompt_version,
+                "answer": self.answerer.prompt_version,
+            },
+            "extractor": asdict(self.extractor.config),
+            "manager": asdict(self.manager.config),
+            "answer": asdict(self.answerer.config),
+        }
+
     def ingest(self, conversation: Conversation, on_turn: Callable[[Turn], None] | None = None) -> IngestReport:
         """Ingest every turn not yet in the bank's turn log, so an interrupted ingest resumes where it stopped."""
         done = self.store.turn_log(conversation.sample_id)
@@ -198,8 +220,8 @@ class MemorySystem:
         prefix = owner_id(sample_id, "")
         return [(o[len(prefix):], o) for o in self.store.owners() if o.startswith(prefix)]
 
-    def answer(self, questions: Sequence[str], sample_id: str) -> list[Answer]:
-        return self.answerer.answer(self.store, questions, self.speakers(sample_id))
+    def answer(self, questions: Sequence[str], sample_id: str, seed: int | None = None) -> list[Answer]:
+        return self.answerer.answer(self.store, questions, self.speakers(sample_id), seed=seed)
 
 
 def operation_counts(report: IngestReport) -> dict[str, int]:

@@ -201,6 +201,7 @@ class Answer:
     prompt_version: str
     usage: Usage = field(default_factory=Usage)
     parse_error: str | None = None
+    search_s: float = 0.0  # retrieval time (query embedding + bank search)
 
 
 def owner_id(sample_id: str, speaker: str) -> str:

@@ -34,16 +34,19 @@ def format_memory(number: int, timestamp: str, text: str) -> str:
     return f"[{number}] {when}{text}"
 
 
-def render(question: str, memories_by_speaker: Sequence[tuple[str, Sequence[str]]]) -> list[Message]:
+def memory_blocks(memories_by_speaker: Sequence[tuple[str, Sequence[str]]]) -> str:
     """`memories_by_speaker`: (speaker, lines already formatted with `format_memory`)."""
     blocks = []
     for speaker, lines in memories_by_speaker:
         body = "\n".join(lines) if lines else "(no memories)"
         blocks.append(f"Memories of {speaker}:\n{body}")
-    user = "\n\n".join(blocks) + f"\n\nQuestion: {question}"
+    return "\n\n".join(blocks)
+
+
+def render(question: str, memories_by_speaker: Sequence[tuple[str, Sequence[str]]]) -> list[Message]:
     return [
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": EXAMPLE_USER},
         {"role": "assistant", "content": EXAMPLE_ASSISTANT},
-        {"role": "user", "content": user},
+        {"role": "user", "content": memory_blocks(memories_by_speaker) + f"\n\nQuestion: {question}"},
     ]

@@ -1,0 +1,401 @@
+"""`memory-r1 eval`: run one system over a LoCoMo split and score it the way the field does.
+
+Per conversation: build (or resume, or reuse) the bank, answer the questions in batches, score each answer
+(F1, BLEU-1, EM; the judge when given), and append one row per question to `results.jsonl` as soon as its
+batch is done. A rerun with the same output directory skips every row already written, so an interrupted
+evaluation resumes where it stopped and never pays twice for an answer (the judge has its own cache).
+`summary.json` is computed from all rows at the end: micro-averages over categories 1-4 with bootstrap 95%
+confidence intervals, per-category tables under both label conventions, per-seed means and their spread,
+operation statistics from the banks' turn logs, latency percentiles and tokens per call per stage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from memory_r1 import __version__
+from memory_r1.data import split_conversations
+from memory_r1.eval.judge import Judge, JudgeItem
+from memory_r1.eval.metrics import score_answer
+from memory_r1.eval.stats import mean_std, percentiles, summarize
+from memory_r1.eval.systems import EvalSystem
+from memory_r1.pipeline import TurnRecord
+from memory_r1.records import Category, Conversation, QAItem
+
+FORMAT = "memory-r1-eval/1"
+METRICS = ("f1", "bleu1", "em")
+
+
+class ResultsDirError(ValueError):
+    """An output directory holds another run (other system, split or format): resuming would mix them."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    split: str = "val"
+    seeds: tuple[int, ...] = (0,)
+    """Several seeds repeat a sampled run (needs temperature > 0 in the answer config); greedy needs one."""
+    batch_size: int = 8
+    """Questions answered per generation call."""
+    limit: int | None = None
+    """At most this many questions per conversation (smoke runs)."""
+    conversations: tuple[str, ...] | None = None
+    """A subset of the split's conversations."""
+    corrections: dict[tuple[str, int], str] = field(default_factory=dict)
+    """(sample_id, qa index) -> corrected gold answer, for the corrected-labels view."""
+
+
+@dataclass
+class Callbacks:
+    """Progress hooks for a UI; the harness itself prints nothing."""
+
+    on_conversation: Callable[[str, int, int], None] = lambda sample_id, turns, questions: None
+    on_turn: Callable[[], None] = lambda: None
+    on_questions: Callable[[int], None] = lambda n: None
+
+
+def run_eval(
+    system: EvalSystem,
+    conversations: Sequence[Conversation],
+    config: EvalConfig,
+    out_dir: Path,
+    *,
+    banks_dir: Path,
+    judge: Judge | None = None,
+    command: str = "",
+    callbacks: Callbacks | None = None,
+) -> dict:
+    callbacks = callbacks or Callbacks()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(timezone.utc).isoformat()
+    _check_or_write_run(out_dir, system, config)
+    results_path = out_dir / "results.jsonl"
+    _drop_torn_tail(results_path)
+    done = {row["key"] for row in read_results(results_path)}
+    start = time.perf_counter()
+
+    for conversation in _select(conversations, config):
+        questions = _questions(conversation, config)
+        callbacks.on_conversation(conversation.sample_id, len(conversation.turns), len(questions) * len(config.seeds))
+        system.prepare(conversation, banks_dir, on_turn=lambda _turn: callbacks.on_turn())
+        for seed in config.seeds:
+            todo = [q for q in questions if _key(seed, q) not in done]
+            callbacks.on_questions(len(questions) - len(todo))
+            for batch in _batches(todo, config.batch_size):
+                rows = _answer_batch(system, conversation, batch, seed, config, judge)
+                _append(results_path, rows)
+                callbacks.on_questions(len(batch))
+
+    rows = [r for r in read_results(results_path)]
+    summary = summarize_run(rows, system, config, judge, conversations=_select(conversations, config))
+    summary["run"] = {
+        "system": system.name,
+        "split": config.split,
+        "seeds": list(config.seeds),
+        "started_at": started,
+        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "command": command,
+        "banks_dir": str(banks_dir),
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+# ---------------------------------------------------------------- answering and scoring
+
+
+def _answer_batch(
+    system: EvalSystem, conversation: Conversation, batch: list[QAItem], seed: int, config: EvalConfig, judge: Judge | None
+) -> list[dict]:
+    answers = system.answer(conversation, batch, seed if len(config.seeds) > 1 else None)
+    golds = [str(q.answer) for q in batch]
+    corrected = [config.corrections.get((q.sample_id, q.index)) for q in batch]
+    judged, judged_corrected, judge_s = [None] * len(batch), [None] * len(batch), 0.0
+    if judge is not None:
+        t0 = time.perf_counter()
+        items = [JudgeItem(q.question, g, a.answer) for q, g, a in zip(batch, golds, answers, strict=True)]
+        fixes = [(i, JudgeItem(q.question, c, answers[i].answer)) for i, (q, c) in enumerate(zip(batch, corrected)) if c]
+        results = judge.judge(items + [item for _, item in fixes])
+        judged = results[: len(batch)]
+        for (i, _), result in zip(fixes, results[len(batch):], strict=True):
+            judged_corrected[i] = result
+        judge_s = (time.perf_counter() - t0) / len(batch)
+    rows = []
+    for i, (q, answer) in enumerate(zip(batch, answers, strict=True)):
+        scores = score_answer(answer.answer, golds[i])
+        if judged[i] is not None:
+            scores["j"] = _j(judged[i])
+        row = {
+            "key": _key(seed, q),
+            "seed": seed,
+            "sample_id": q.sample_id,
+            "qa_index": q.index,
+            "category": int(q.category),
+            "question": q.question,
+            "gold": golds[i],
+            "prediction": answer.answer,
+            "scores": scores,
+            "selected_memory_ids": list(answer.selected_memory_ids),
+            "selected_memories": [m.entry.text for m in answer.retrieved if m.entry.id in answer.selected_memory_ids],
+            "retrieved": len(answer.retrieved),
+            "raw_output": answer.raw_output,
+            "parse_error": answer.parse_error,
+            "prompt_version": answer.prompt_version,
+            "latency_s": {"search": answer.search_s, "answer": answer.usage.latency_s, "judge": judge_s},
+            "tokens": {"prompt": answer.usage.prompt_tokens, "completion": answer.usage.completion_tokens},
+            "judge": _judge_row(judged[i]),
+        }
+        if corrected[i]:
+            row["corrected_gold"] = corrected[i]
+            row["corrected_scores"] = score_answer(answer.answer, corrected[i])
+            if judged_corrected[i] is not None:
+                row["corrected_scores"]["j"] = _j(judged_corrected[i])
+        rows.append(row)
+    return rows
+
+
+def _j(result) -> float | None:
+    return None if result.label is None else float(result.label == "CORRECT")
+
+
+def _judge_row(result) -> dict | None:
+    if result is None:
+        return None
+    return {"label": result.label, "reasoning": result.reasoning, "raw_output": result.raw_output,
+            "model": result.model, "prompt_version": result.prompt_version, "cached": result.cached, "error": result.error}
+
+
+# ---------------------------------------------------------------- summary
+
+
+def summarize_run(rows: list[dict], system: EvalSystem, config: EvalConfig, judge: Judge | None,
+                  conversations: Sequence[Conversation]) -> dict:
+    metrics = METRICS + (("j",) if judge is not None else ())
+    summary: dict = {
+        "format": FORMAT,
+        "memory_r1_version": __version__,
+        "settings": system.settings(),
+        "questions": len({(r["sample_id"], r["qa_index"]) for r in rows}),
+        "overall": _scores(rows, metrics, "scores"),
+        "by_category": _by_category(rows, metrics, "scores"),
+        "seeds": _seeds(rows, metrics),
+        "corrected": None,
+        "judge": None,
+        "operations": _operations(system, conversations),
+        "latency_s": {},
+        "tokens": {},
+    }
+    if config.corrections:
+        fixed = [{**r, "scores": r.get("corrected_scores", r["scores"])} for r in rows]
+        summary["corrected"] = {
+            "overall": _scores(fixed, metrics, "scores"),
+            "by_category": _by_category(fixed, metrics, "scores"),
+            "changed": sum("corrected_gold" in r for r in rows),
+        }
+    if judge is not None:
+        summary["judge"] = {"model": judge.model, "prompt_version": _judge_version(rows),
+                            "failures": sum(1 for r in rows if r["judge"] and r["judge"]["label"] is None)}
+    summary["latency_s"], summary["tokens"] = _costs(rows, system, conversations, judged=judge is not None)
+    return summary
+
+
+def _scores(rows: list[dict], metrics: Sequence[str], field_name: str) -> dict:
+    out = {}
+    for metric in metrics:
+        values = [r[field_name][metric] for r in rows if r[field_name].get(metric) is not None]
+        out[metric] = summarize(values)
+    return out
+
+
+def _by_category(rows: list[dict], metrics: Sequence[str], field_name: str) -> dict:
+    tables: dict[str, dict] = {"paper": {}, "locomo": {}}
+    for category in (Category(c) for c in (1, 2, 3, 4)):
+        subset = [r for r in rows if r["category"] == category]
+        entry = {**_scores(subset, metrics, field_name), "n": len(subset)}
+        tables["paper"][category.paper_label] = entry
+        tables["locomo"][category.locomo_label] = entry
+    return tables
+
+
+def _seeds(rows: list[dict], metrics: Sequence[str]) -> dict:
+    per_seed = {}
+    for seed in sorted({r["seed"] for r in rows}):
+        subset = [r for r in rows if r["seed"] == seed]
+        per_seed[str(seed)] = {m: _scores(subset, [m], "scores")[m]["mean"] for m in metrics}
+    spread = {m: mean_std([s[m] for s in per_seed.values()]) for m in metrics}
+    return {"per_seed": per_seed, "mean": {m: v["mean"] for m, v in spread.items()},
+            "std": {m: v["std"] for m, v in spread.items()}}
+
+
+def _operations(system: EvalSystem, conversations: Sequence[Conversation]) -> dict | None:
+    records: dict[str, list[TurnRecord]] = {}
+    for conversation in conversations:
+        found = system.turn_records(conversation.sample_id)
+        if found is None:
+            return None
+        records[conversation.sample_id] = found
+    every = [r for rs in records.values() for r in rs]
+    ops = Counter()
+    for r in every:
+        ops.update(r.operations)
+    decisions = sum(r.manage is not None for r in every)
+    unparsable = sum(r.unparsable for r in every)
+    return {
+        **{event: ops.get(event, 0) for event in ("ADD", "UPDATE", "DELETE", "NOOP")},
+        "rejected": sum(r.rejected for r in every),
+        "decisions": decisions,
+        "unparsable_decisions": unparsable,
+        "parse_failure_rate": unparsable / decisions if decisions else 0.0,
+        "extract_failures": sum(r.extract_error is not None for r in every),
+        "turns": len(every),
+        "bank_size": {sid: _bank_sizes(rs) for sid, rs in records.items()},
+    }
+
+
+def _bank_sizes(records: list[TurnRecord]) -> list[list[int]]:
+    """Total live memories (both speakers) after each turn."""
+    latest: dict[str, int] = {}
+    sizes = []
+    for i, record in enumerate(records):
+        latest[record.owner] = record.bank_size
+        sizes.append([i + 1, sum(latest.values())])
+    return sizes
+
+
+def _costs(rows: list[dict], system: EvalSystem, conversations: Sequence[Conversation], judged: bool) -> tuple[dict, dict]:
+    latency = {
+        "search": percentiles([r["latency_s"]["search"] for r in rows]),
+        "answer": percentiles([r["latency_s"]["answer"] for r in rows]),
+    }
+    tokens = {"answer": _per_call([(r["tokens"]["prompt"], r["tokens"]["completion"]) for r in rows])}
+    if judged:
+        latency["judge"] = percentiles([r["latency_s"]["judge"] for r in rows])
+    records = [r for c in conversations for r in (system.turn_records(c.sample_id) or [])]
+    for stage in ("extract", "manage"):
+        usages = [getattr(r, stage) for r in records if getattr(r, stage) is not None]
+        if usages:
+            latency[stage] = percentiles([u.latency_s for u in usages])
+            tokens[stage] = _per_call([(u.prompt_tokens, u.completion_tokens) for u in usages])
+    return latency, tokens
+
+
+def _per_call(pairs: list[tuple[int, int]]) -> dict:
+    n = len(pairs)
+    return {"prompt_per_call": sum(p for p, _ in pairs) / n if n else 0.0,
+            "completion_per_call": sum(c for _, c in pairs) / n if n else 0.0, "calls": n}
+
+
+def _judge_version(rows: list[dict]) -> str:
+    versions = {r["judge"]["prompt_version"] for r in rows if r.get("judge")}
+    return ",".join(sorted(versions))
+
+
+# ---------------------------------------------------------------- files
+
+
+def read_results(path: Path) -> list[dict]:
+    """Rows of a results.jsonl; a torn last line (a crash mid-write) is ignored and will be redone."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line left half-written by a crash, so the next append starts on a line of its own."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def _append(path: Path, rows: list[dict]) -> None:
+    with path.open("a") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+        f.flush()
+
+
+def _check_or_write_run(out_dir: Path, system: EvalSystem, config: EvalConfig) -> None:
+    """Refuse to resume into a directory written by another system, split, seeds or format."""
+    path = out_dir / "run.json"
+    identity = {"format": FORMAT, "system": system.name, "split": config.split, "seeds": list(config.seeds)}
+    if path.exists():
+        try:
+            found = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ResultsDirError(f"{path} is not valid JSON ({error}); use another --out directory") from None
+        mismatched = {k: (found.get(k), v) for k, v in identity.items() if found.get(k) != v}
+        if mismatched:
+            what = ", ".join(f"{k} {a!r} (asked {b!r})" for k, (a, b) in mismatched.items())
+            raise ResultsDirError(f"{out_dir} holds another run: {what}; use another --out directory")
+        return
+    path.write_text(json.dumps({**identity, "memory_r1_version": __version__, "argv": sys.argv}, indent=2))
+
+
+def _select(conversations: Sequence[Conversation], config: EvalConfig) -> list[Conversation]:
+    chosen = split_conversations(conversations, config.split)
+    if config.conversations:
+        known = {c.sample_id for c in chosen}
+        unknown = [c for c in config.conversations if c not in known]
+        if unknown:
+            raise ValueError(f"conversations {unknown} are not in split {config.split!r} ({', '.join(sorted(known))})")
+        chosen = [c for c in chosen if c.sample_id in config.conversations]
+    return chosen
+
+
+def _questions(conversation: Conversation, config: EvalConfig) -> list[QAItem]:
+    items = [q for q in conversation.qa if q.category != Category.ADVERSARIAL and q.answer is not None]
+    return items[: config.limit] if config.limit else items
+
+
+def _key(seed: int, q: QAItem) -> str:
+    return f"{seed}/{q.sample_id}/{q.index}"
+
+
+def _batches(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def load_corrections(path: Path, conversations: Sequence[Conversation]) -> dict[tuple[str, int], str]:
+    """A JSON list of {"sample_id", "qa_index", "answer", "question"?}: corrected gold answers, reviewed by
+    hand (never applied blindly from an audit). Each entry must name a category 1-4 question that exists;
+    when "question" is given it must match the dataset's text, which catches off-by-one indices."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read corrections {path}: {error}") from None
+    if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+        raise ValueError(f"{path}: expected a JSON list of objects with sample_id, qa_index, answer")
+    by_id = {c.sample_id: c for c in conversations}
+    out = {}
+    for i, d in enumerate(data):
+        missing = [k for k in ("sample_id", "qa_index", "answer") if k not in d]
+        if missing:
+            raise ValueError(f"{path}: entry {i} lacks {', '.join(missing)}")
+        conversation = by_id.get(str(d["sample_id"]))
+        index = d["qa_index"]
+        item = next((q for q in conversation.qa if q.index == index), None) if conversation else None
+        if item is None:
+            raise ValueError(f"{path}: entry {i} points at no question ({d['sample_id']!r}, qa_index {index!r})")
+        if "question" in d and d["question"] != item.question:
+            raise ValueError(f"{path}: entry {i}: question text differs from {d['sample_id']} qa[{index}]")
+        if item.category == Category.ADVERSARIAL:
+            raise ValueError(f"{path}: entry {i}: {d['sample_id']} qa[{index}] is adversarial (category 5)")
+        out[(item.sample_id, index)] = str(d["answer"])
+    return out
