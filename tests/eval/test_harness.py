@@ -171,3 +171,13 @@ def test_eval_cli_bad_input(args, message, locomo_path, tmp_path):
     result = CliRunner().invoke(app, [*args, "--data", str(locomo_path), "--out", str(tmp_path / "o"), "--model", "tiny-random",
                                       "--embedding-model", "hashing", "--banks", str(tmp_path / "b")])
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_report_cli_puts_runs_side_by_side(conv30, tmp_path, scripted, make_system):
+    run(memory_r1(make_system, scripted()), conv30, tmp_path)
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "run"), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "memory-r1" in markdown and (tmp_path / "report" / "per_category.png").stat().st_size > 10_000
+    broken = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert broken.exit_code == 1 and "nowhere" in broken.output
