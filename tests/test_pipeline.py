@@ -35,7 +35,9 @@ def test_ingest_resumes_after_an_interruption_without_repeating_a_turn(conv26, s
     class Interrupt(Exception):
         pass
 
-    def stop_after_five(turn, seen=[]):
+    seen = []
+
+    def stop_after_five(turn):
         seen.append(turn)
         if len(seen) == 5:
             raise Interrupt

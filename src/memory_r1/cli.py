@@ -19,7 +19,14 @@ from rich.table import Table
 
 from memory_r1 import __version__
 from memory_r1.bank import BankError, SQLiteStore
-from memory_r1.data import DatasetError, find_locomo, get_conversation, load_locomo, parse_session_range, select_sessions
+from memory_r1.data import (
+    DatasetError,
+    find_locomo,
+    get_conversation,
+    load_locomo,
+    parse_session_range,
+    select_sessions,
+)
 from memory_r1.embeddings import UnknownEmbedderError
 from memory_r1.llm import GenerationError, UnknownModelError
 from memory_r1.pipeline import DEFAULT_MODEL, IngestReport, MemorySystem, PipelineConfig, operation_counts

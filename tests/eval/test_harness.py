@@ -6,15 +6,21 @@ from dataclasses import replace
 import pytest
 from typer.testing import CliRunner
 
-from memory_r1.agents import AnswerConfig
+from memory_r1.agents import AnswerAgent, AnswerConfig
 from memory_r1.cli import app
 from memory_r1.data import get_conversation, load_locomo, select_sessions
 from memory_r1.embeddings import HashingEmbedder
-from memory_r1.eval.harness import Callbacks, EvalConfig, ResultsDirError, load_corrections, read_results, run_eval
+from memory_r1.eval.harness import (
+    Callbacks,
+    EvalConfig,
+    ResultsDirError,
+    load_corrections,
+    read_results,
+    run_eval,
+)
 from memory_r1.eval.judge import Judge
 from memory_r1.eval.metrics import f1_score
 from memory_r1.eval.systems import FullContextSystem, PipelineSystem, TurnRetrievalSystem
-from memory_r1.agents import AnswerAgent
 
 
 @pytest.fixture(scope="module")

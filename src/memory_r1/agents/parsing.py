@@ -151,10 +151,10 @@ def _resolve(
     touched: set[int],
 ) -> Operation:
     if not isinstance(item, dict):
-        return Operation(Event.NOOP, reason=f"operation is not an object: {_excerpt(item)}")
+        return Operation(Event.NOOP, reason=f"operation is not an object: {excerpt(item)}")
     event = _EVENT_ALIASES.get(str(item.get("event", "")).strip().upper())
     if event is None:
-        return Operation(Event.NOOP, reason=f"unknown event {_excerpt(item.get('event'))}")
+        return Operation(Event.NOOP, reason=f"unknown event {excerpt(item.get('event'))}")
     text = item.get("text")
     text = _clean(text) if isinstance(text, str) else ""
     old = item.get("old_memory")
@@ -171,7 +171,7 @@ def _resolve(
     if event is Event.NOOP:
         return Operation(Event.NOOP, memory_id=memory_id)
     if memory_id is None:
-        return Operation(Event.NOOP, reason=f"{event.value} of unknown id {_excerpt(raw_id)}")
+        return Operation(Event.NOOP, reason=f"{event.value} of unknown id {excerpt(raw_id)}")
     if memory_id in touched:
         return Operation(Event.NOOP, memory_id=memory_id, reason=f"second {event.value} of the same memory")
     if event is Event.DELETE:
@@ -187,7 +187,8 @@ def _key(text: str) -> str:
     return _clean(text).lower().rstrip(".")
 
 
-def _excerpt(value: Any, limit: int = 40) -> str:
+def excerpt(value: Any, limit: int = 40) -> str:
+    """A short repr for error messages: model output can be arbitrarily long."""
     shown = repr(value)
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 

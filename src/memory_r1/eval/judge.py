@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from memory_r1.agents.parsing import find_json
+from memory_r1.agents.parsing import excerpt, find_json
 from memory_r1.llm.base import GenerationConfig, GenerationError, Generator
 from memory_r1.prompts import judge as judge_prompt
 
@@ -68,7 +68,7 @@ def parse_judgement(text: str) -> Judgement:
         raw = _lower_keys(value)["label"]
         label = _VERDICTS.get(_norm(raw)) if isinstance(raw, str) else None
         if label is None:
-            return Judgement(None, reasoning, f"unknown label {_excerpt(raw)}")
+            return Judgement(None, reasoning, f"unknown label {excerpt(raw)}")
         if keyed - {label}:
             return Judgement(None, reasoning, "conflicting labels in output")
         return Judgement(label, reasoning)
@@ -118,11 +118,6 @@ def _reasoning(text: str, value: dict | None) -> str:
                 return " ".join(fields[key].split())
     prose = text.split("```", 1)[0].split("{", 1)[0]
     return " ".join(prose.split())
-
-
-def _excerpt(value: Any, limit: int = 40) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------- judging

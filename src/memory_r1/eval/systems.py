@@ -20,10 +20,10 @@ from typing import Protocol
 from memory_r1.agents import AnswerAgent, AnswerConfig
 from memory_r1.bank import SQLiteStore
 from memory_r1.embeddings import Embedder
+from memory_r1.llm import load_generator
 from memory_r1.llm.base import GenerationConfig, Generator
 from memory_r1.pipeline import MemorySystem, PipelineConfig, TurnRecord
 from memory_r1.prompts import answer_full_context
-from memory_r1.llm import load_generator
 from memory_r1.records import Answer, Conversation, Provenance, QAItem, Turn, owner_id
 
 SYSTEMS = ("memory-r1", "prompted", "rag", "full-context")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from memory_r1.llm.base import Message
+from memory_r1.prompts import few_shot
 
 VERSION = "answer-v1"
 
@@ -44,9 +45,4 @@ def memory_blocks(memories_by_speaker: Sequence[tuple[str, Sequence[str]]]) -> s
 
 
 def render(question: str, memories_by_speaker: Sequence[tuple[str, Sequence[str]]]) -> list[Message]:
-    return [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": EXAMPLE_USER},
-        {"role": "assistant", "content": EXAMPLE_ASSISTANT},
-        {"role": "user", "content": memory_blocks(memories_by_speaker) + f"\n\nQuestion: {question}"},
-    ]
+    return few_shot(SYSTEM, [(EXAMPLE_USER, EXAMPLE_ASSISTANT)], memory_blocks(memories_by_speaker) + f"\n\nQuestion: {question}")

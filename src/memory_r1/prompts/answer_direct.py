@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from memory_r1.llm.base import Message
+from memory_r1.prompts import few_shot
 from memory_r1.prompts.answer import ANSWER_MARKER, EXAMPLE_USER, memory_blocks
 
 VERSION = "answer-direct-v1"
@@ -21,9 +22,4 @@ EXAMPLE_ASSISTANT = f"{ANSWER_MARKER} Denver"
 
 
 def render(question: str, memories_by_speaker: Sequence[tuple[str, Sequence[str]]]) -> list[Message]:
-    return [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": EXAMPLE_USER},
-        {"role": "assistant", "content": EXAMPLE_ASSISTANT},
-        {"role": "user", "content": memory_blocks(memories_by_speaker) + f"\n\nQuestion: {question}"},
-    ]
+    return few_shot(SYSTEM, [(EXAMPLE_USER, EXAMPLE_ASSISTANT)], memory_blocks(memories_by_speaker) + f"\n\nQuestion: {question}")

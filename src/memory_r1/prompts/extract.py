@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from memory_r1.llm.base import Message
+from memory_r1.prompts import few_shot
 
 VERSION = "extract-v1"
 
@@ -27,9 +28,4 @@ def render(line: str, timestamp: str, previous_line: str | None = None) -> list[
     if previous_line:
         user += f"Previous line: {previous_line}\n"
     user += f"Line: {line}"
-    return [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": EXAMPLE_USER},
-        {"role": "assistant", "content": EXAMPLE_ASSISTANT},
-        {"role": "user", "content": user},
-    ]
+    return few_shot(SYSTEM, [(EXAMPLE_USER, EXAMPLE_ASSISTANT)], user)

@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 
 from memory_r1.llm.base import Message
+from memory_r1.prompts import few_shot
 
 VERSION = "manage-v1"
 
@@ -57,11 +58,4 @@ def render(memories: Sequence[tuple[str, str]], facts: Sequence[str]) -> list[Me
     """`memories` are (short id, text) pairs as shown to the model."""
     shown = json.dumps([{"id": i, "text": t} for i, t in memories], ensure_ascii=False)
     user = f"Current memories:\n{shown}\nNew facts:\n{json.dumps(list(facts), ensure_ascii=False)}"
-    return [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": EXAMPLE_USER},
-        {"role": "assistant", "content": EXAMPLE_ASSISTANT},
-        {"role": "user", "content": EMPTY_EXAMPLE_USER},
-        {"role": "assistant", "content": EMPTY_EXAMPLE_ASSISTANT},
-        {"role": "user", "content": user},
-    ]
+    return few_shot(SYSTEM, [(EXAMPLE_USER, EXAMPLE_ASSISTANT), (EMPTY_EXAMPLE_USER, EMPTY_EXAMPLE_ASSISTANT)], user)
