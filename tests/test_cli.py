@@ -109,3 +109,14 @@ def test_incompatible_banks_are_refused(tmp_path, locomo_path):
     assert result.exit_code == 1 and "999" in result.output and "Traceback" not in result.output
     with sqlite3.connect(future) as db:  # refusing to open it changed nothing
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("999",)
+
+
+def test_data_build_commands_write_datasets(tmp_path, locomo_path):
+    common = ["--data", locomo_path, "-s", "1", "--embedding-model", "hashing"]
+    manager = run("data", "build-manager", "--out", tmp_path / "m", "--model", "tiny-random", *common)
+    assert manager.exit_code == 0, manager.output
+    rows = (tmp_path / "m" / "manager.jsonl").read_text().splitlines()
+    assert len(rows) > 1 and all((tmp_path / "m" / json.loads(r)["bank"]).exists() for r in rows[1:])
+    answer = run("data", "build-answer", "--out", tmp_path / "a", "--manager-model", "tiny-random", *common)
+    assert answer.exit_code == 0, answer.output
+    assert len((tmp_path / "a" / "answer.jsonl").read_text().splitlines()) > 1

@@ -364,6 +364,60 @@ def data_download(
     console.print(f"saved {path} (CC BY-NC 4.0: non-commercial use, credit Maharana et al., ACL 2024)")
 
 
+def _dataset_system(model: str, backend: str, base_url: str | None, embedding_model: str, bank: Path) -> MemorySystem:
+    config = PipelineConfig(model=model, backend=backend, base_url=base_url, embedding_model=embedding_model)
+    bank.parent.mkdir(parents=True, exist_ok=True)
+    return MemorySystem.from_config(config, bank)
+
+
+@data_app.command("build-manager")
+@user_errors
+def data_build_manager(
+    out: Annotated[Path, typer.Option(help="Dataset folder: manager.jsonl and banks/ snapshots.")] = Path("runs/data/manager"),
+    data: Annotated[Path | None, typer.Option("--data", help="locomo10.json.")] = None,
+    conversation: ConvOpt = "conv-26",
+    sessions: SessionsOpt = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Teacher that builds the temporal banks.")] = DEFAULT_MODEL,
+    backend: BackendOpt = "transformers",
+    base_url: BaseUrlOpt = None,
+    embedding_model: EmbedOpt = PipelineConfig.embedding_model,
+) -> None:
+    """Memory Manager training tuples: bank before each linked turn, the turn's facts, its questions."""
+    from memory_r1.rl.datasets import build_manager_dataset
+
+    conv = _conversation(data, conversation, sessions)
+    teacher = _dataset_system(model, backend, base_url, embedding_model, out / "teacher.db")
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console) as progress:
+        task = progress.add_task(f"teacher {conv.sample_id}", total=len(conv.turns))
+        examples = build_manager_dataset(teacher, conv, out, on_turn=lambda _t: progress.advance(task))
+    console.print(f"{len(examples)} manager examples in {out / 'manager.jsonl'}")
+
+
+@data_app.command("build-answer")
+@user_errors
+def data_build_answer(
+    out: Annotated[Path, typer.Option(help="Dataset folder: answer.jsonl and the bank.")] = Path("runs/data/answer"),
+    data: Annotated[Path | None, typer.Option("--data", help="locomo10.json.")] = None,
+    conversation: ConvOpt = "conv-26",
+    sessions: SessionsOpt = None,
+    manager_model: Annotated[str, typer.Option(help="Memory Manager whose banks the answers are trained on.")] = DEFAULT_MODEL,
+    backend: BackendOpt = "transformers",
+    base_url: BaseUrlOpt = None,
+    embedding_model: EmbedOpt = PipelineConfig.embedding_model,
+) -> None:
+    """Answer Agent training tuples: question, the memories it would retrieve, gold answer."""
+    from memory_r1.rl.datasets import build_answer_dataset
+
+    conv = _conversation(data, conversation, sessions)
+    system = _dataset_system(manager_model, backend, base_url, embedding_model, out / "bank.db")
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console) as progress:
+        task = progress.add_task(f"ingest {conv.sample_id}", total=len(conv.turns))
+        examples = build_answer_dataset(system, conv, out, on_turn=lambda _t: progress.advance(task))
+    console.print(f"{len(examples)} answer examples in {out / 'answer.jsonl'}")
+
+
 # ---------------------------------------------------------------- demo
 
 

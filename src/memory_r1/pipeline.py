@@ -62,6 +62,7 @@ class TurnRecord:
     bank_size: int  # live memories of this owner after the turn
     extract: Usage
     manage: Usage | None  # None when the turn had no facts (no manager call)
+    fact_texts: list[str] = field(default_factory=list)  # the manager's input, kept for RL datasets
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -166,8 +167,14 @@ class MemorySystem:
             "answer": asdict(self.answerer.config),
         }
 
-    def ingest(self, conversation: Conversation, on_turn: Callable[[Turn], None] | None = None) -> IngestReport:
-        """Ingest every turn not yet in the bank's turn log, so an interrupted ingest resumes where it stopped."""
+    def ingest(
+        self,
+        conversation: Conversation,
+        on_turn: Callable[[Turn], None] | None = None,
+        before_turn: Callable[[Turn], None] | None = None,
+    ) -> IngestReport:
+        """Ingest every turn not yet in the bank's turn log, so an interrupted ingest resumes where it stopped.
+        `before_turn` sees the bank as it is just before a turn's operations (RL datasets snapshot it there)."""
         done = self.store.turn_log(conversation.sample_id)
         report = IngestReport(conversation.sample_id)
         start = time.perf_counter()
@@ -183,6 +190,8 @@ class MemorySystem:
             previous = [session.turns[i - 1] if i else None for i in pending]
             owners = [owner_id(conversation.sample_id, t.speaker) for t in turns]
             for extraction, owner in zip(self.extractor.extract(turns, owners, previous), owners, strict=True):
+                if before_turn:
+                    before_turn(extraction.turn)
                 report.records.append(self._ingest_turn(conversation.sample_id, owner, extraction))
                 if on_turn:
                     on_turn(extraction.turn)
@@ -201,6 +210,7 @@ class MemorySystem:
                 owner=owner,
                 facts=len(extraction.facts),
                 extract_error=extraction.error,
+                fact_texts=[f.text for f in extraction.facts],
                 operations=dict(Counter(op.event.value for op in applied)),
                 rejected=sum(op.reason is not None for op in applied),
                 unparsable=any(op.reason and op.reason.startswith("unparsable") for op in applied),

@@ -1,0 +1,72 @@
+"""RL training tuples built from real LoCoMo turns with a scripted teacher (exact, assertable banks)."""
+
+import json
+
+import pytest
+
+from memory_r1.data import get_conversation, load_locomo, questions_by_turn, select_sessions
+from memory_r1.rl.datasets import (
+    FORMAT,
+    build_answer_dataset,
+    build_manager_dataset,
+    load_examples,
+    open_snapshot,
+    window_filter,
+)
+
+
+@pytest.fixture(scope="module")
+def conv26(locomo_path):
+    return select_sessions(get_conversation(load_locomo(locomo_path), "conv-26"), {1, 2})
+
+
+def test_manager_dataset_snapshots_the_bank_before_each_linked_turn(conv26, tmp_path, scripted, make_system):
+    teacher = make_system(scripted(), bank=tmp_path / "teacher.db")
+    examples = build_manager_dataset(teacher, conv26, tmp_path / "ds")
+    linked = {d for d, qs in questions_by_turn(conv26).items() if any(q.answer is not None for q in qs)}
+    assert {e.dia_id for e in examples} == linked & {t.dia_id for t in conv26.turns}
+    for example in examples:
+        with open_snapshot(tmp_path / "ds", json.loads(json.dumps(example.__dict__))) as bank:
+            # the scripted teacher adds one memory per turn: the snapshot holds exactly the earlier turns
+            assert bank.count() == example.position
+            assert example.dia_id not in {s for m in bank.list() for s in m.source_turn_ids}
+        assert example.facts and example.questions
+    rows = load_examples(tmp_path / "ds" / "manager.jsonl")
+    assert len(rows) == len(examples) and rows[0]["bank"].startswith("banks/")
+    header = json.loads((tmp_path / "ds" / "manager.jsonl").read_text().splitlines()[0])
+    assert header["format"] == FORMAT and header["settings"]["prompts"]["manage"] == "manage-v1"
+
+
+def test_window_hides_old_memories_in_the_fork_only(conv26, tmp_path, scripted, make_system):
+    teacher = make_system(scripted(), bank=tmp_path / "teacher.db")
+    examples = build_manager_dataset(teacher, conv26, tmp_path / "ds")
+    late = max(examples, key=lambda e: e.position)
+    fork = open_snapshot(tmp_path / "ds", late.__dict__)
+    hidden = window_filter(fork, conv26, late.position, window=10)
+    assert hidden == late.position - 10 and fork.count() == 10
+    with open_snapshot(tmp_path / "ds", late.__dict__) as again:
+        assert again.count() == late.position  # the snapshot file itself is untouched
+
+
+def test_reusing_a_teacher_bank_without_snapshots_is_refused(conv26, tmp_path, scripted, make_system):
+    teacher = make_system(scripted(), bank=tmp_path / "teacher.db")
+    teacher.ingest(conv26)
+    with pytest.raises(ValueError, match="fresh"):
+        build_manager_dataset(teacher, conv26, tmp_path / "ds")
+
+
+def test_answer_dataset_rows_carry_prompt_memories_and_gold(conv26, tmp_path, scripted, make_system):
+    system = make_system(scripted(), bank=tmp_path / "bank.db")
+    examples = build_answer_dataset(system, conv26, tmp_path / "ds")
+    assert len(examples) == len([q for q in conv26.qa if q.answer is not None and q.category != 5])
+    first = examples[0]
+    assert first.messages[-1]["content"].endswith(f"Question: {first.question}")
+    assert len(first.memory_ids) == min(60, system.store.count())
+    assert load_examples(tmp_path / "ds" / "answer.jsonl")[0]["gold"] == first.gold
+
+
+def test_load_examples_rejects_other_files(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"format": "something-else"}\n')
+    with pytest.raises(ValueError, match="not a memory-r1 dataset"):
+        load_examples(path)
