@@ -8,7 +8,7 @@ import pytest
 from memory_r1.agents import AnswerAgent, AnswerConfig, ManagerConfig, MemoryManager, apply_operations
 from memory_r1.bank import SQLiteStore
 from memory_r1.embeddings import HashingEmbedder
-from memory_r1.records import Event, Fact, Operation, Provenance
+from memory_r1.records import Event, Fact, Operation, Provenance, ScoredMemory
 
 PROV = Provenance("manager", "scripted", "manage-v1")
 
@@ -83,3 +83,47 @@ def test_answer_prompt_numbers_both_speakers_oldest_first(bank, scripted):
     assert len(alex) == 3 and [m.occurred_at for m in alex] == sorted(m.occurred_at for m in alex)
     assert answer.retrieved[-1].entry.owner == "c:Sam" and len(answer.retrieved) == 4
     assert answer.selected_memory_ids == (answer.retrieved[1].entry.id,)  # [5] is out of range: ignored
+
+
+# ---------------------------------------------------------------- fuzzing against a real bank
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from memory_r1.agents.manager import ManagerPrompt  # noqa: E402
+
+_items = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.sampled_from(["0", "1", "2", "3", "9", 1, None]) | st.text(max_size=3),
+        "text": st.text(max_size=20) | st.none() | st.integers(),
+        "event": st.sampled_from(["ADD", "UPDATE", "DELETE", "NONE", "noop", "Update", "MERGE", ""]),
+    },
+)
+manager_outputs = st.text(max_size=200) | st.lists(_items, max_size=6).map(lambda xs: json.dumps({"memory": xs})) | (
+    st.tuples(st.text(max_size=20), st.lists(_items, max_size=4)).map(lambda t: t[0] + "```json\n" + json.dumps(t[1]) + "\n```")
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(manager_outputs)
+def test_fuzzed_decisions_never_lose_a_memory(bank, output):
+    store, embedder = bank
+    fork = store.fork()
+    before = {m.id: m.text for m in fork.list(include_deleted=True)}
+    history_before = len(fork.history())
+    shown = fork.list("c:Alex")[:3]
+    built = ManagerPrompt([], tuple(ScoredMemory(m, 1.0) for m in shown), {str(i): m.id for i, m in enumerate(shown)})
+    operations = MemoryManager.parse(built, output)
+    applied = apply_operations(fork, embedder, "c:Alex", operations, [fact("x")], PROV)
+    after = {m.id: m for m in fork.list(include_deleted=True)}
+    assert set(before) <= set(after)  # no row ever disappears
+    changed = {op.memory_id for op in applied if op.event in (Event.UPDATE, Event.DELETE)}
+    assert changed <= {m.id for m in shown}  # only memories the model was shown
+    for memory_id, text in before.items():
+        if memory_id not in changed:
+            assert after[memory_id].text == text and not after[memory_id].deleted
+    assert fork.get(next(iter(before))).owner  # the bank still reads
+    assert len(fork.history()) == history_before + len(applied)  # every decision is on record
+    for entry in fork.list("c:Sam", include_deleted=True):
+        assert not entry.deleted  # another owner's memories are never touched
