@@ -9,7 +9,8 @@ come from the policy's own distribution (reference notes, section 6).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from transformers import (
     StoppingCriteria,
     StoppingCriteriaList,
 )
+from transformers import GenerationConfig as HFGenerationConfig
 
 from memory_r1.llm.base import Generation, GenerationConfig, GenerationError, Message, truncate_at_stop
 from memory_r1.records import Usage
@@ -67,7 +69,7 @@ class TransformersGenerator:
             raise ValueError(f"{self._name}: the tokenizer has no chat template; use an instruct model")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token  # padding is masked, any token will do
-        self._eos_ids = _eos_ids(self.model, self.tokenizer)
+        self._eos_ids = eos_ids(self.model, self.tokenizer)
 
     @property
     def name(self) -> str:
@@ -97,7 +99,7 @@ class TransformersGenerator:
         prompt_len = enc["input_ids"].shape[1]
         stopper = _StopStrings(self.tokenizer, config.stop, prompt_len) if config.stop else None
         try:
-            with torch.no_grad(), torch.random.fork_rng(devices=self._rng_devices()):
+            with torch.no_grad(), torch.random.fork_rng(devices=self._rng_devices()), neutral_generation_config(self.model):
                 if config.seed is not None:
                     torch.manual_seed(config.seed)
                 out = self.model.generate(
@@ -139,7 +141,7 @@ def _decoding_kwargs(config: GenerationConfig) -> dict:
     }
 
 
-def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+def eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Every token that ends a turn: the model's generation_config may list several (e.g. Llama 3)."""
     configured = model.generation_config.eos_token_id
     ids = configured if isinstance(configured, list) else [configured]
@@ -178,3 +180,16 @@ class _StopStrings(StoppingCriteria):
                     self.finished_at[row] = n_new
         done = [f is not None for f in self.finished_at]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+@contextmanager
+def neutral_generation_config(model: PreTrainedModel) -> Iterator[None]:
+    """Hide the model's generation_config while sampling. `generate()` merges its fields into whatever the
+    caller passes, so a checkpoint's suppress_tokens, no_repeat_ngram_size or top_k would silently reshape
+    the distribution (measured with transformers 5.23), and rollouts would not come from the policy."""
+    saved = model.generation_config
+    model.generation_config = HFGenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = saved

@@ -16,16 +16,15 @@ with dropout on, the log-probs of an update no longer match those recorded at sa
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from memory_r1.llm.transformers_backend import _eos_ids
+from memory_r1.llm.transformers_backend import eos_ids, neutral_generation_config
 
 KLKind = Literal["k1", "k2", "k3"]
 LossAgg = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"]
@@ -254,19 +253,6 @@ def batch_logprobs(
 # ----------------------------------------------------------------------------- sampling
 
 
-@contextmanager
-def _neutral_generation_config(model: PreTrainedModel) -> Iterator[None]:
-    """Hide the model's generation_config while sampling. `generate()` merges its fields into whatever the
-    caller passes, so a checkpoint's suppress_tokens, no_repeat_ngram_size or top_k would silently reshape
-    the distribution (measured with transformers 5.23), and rollouts would not come from the policy."""
-    saved = model.generation_config
-    model.generation_config = GenerationConfig()
-    try:
-        yield
-    finally:
-        model.generation_config = saved
-
-
 def _assemble(
     prompts: list[list[int]], responses: list[list[int]], pad_id: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
@@ -308,7 +294,7 @@ def sample_rollouts(
     if temperature <= 0:
         raise ValueError("RL rollouts must sample (temperature > 0): greedy outputs have no log-probs")
     device = model.device
-    eos = set(_eos_ids(model, tokenizer))
+    eos = set(eos_ids(model, tokenizer))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     prompt_rows = [encoded[i] for i in range(len(encoded)) for _ in range(samples_per_prompt)]
@@ -321,7 +307,7 @@ def sample_rollouts(
             width = max(len(p) for p in chunk)
             ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in chunk], device=device)
             attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
-            with torch.no_grad(), _neutral_generation_config(model):
+            with torch.no_grad(), neutral_generation_config(model):
                 out = model.generate(
                     input_ids=ids,
                     attention_mask=attn,
