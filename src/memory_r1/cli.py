@@ -272,6 +272,69 @@ def report(
     console.print(f"wrote {path}")
 
 
+# ---------------------------------------------------------------- training
+
+
+@app.command()
+@user_errors
+def train(
+    agent: Annotated[str, typer.Argument(help="answer or manager.")],
+    dataset: Annotated[Path, typer.Option(help="Folder from `memory-r1 data build-answer|build-manager`.")],
+    out: Annotated[Path, typer.Option(help="Run folder: metrics.jsonl, training_curves.png, checkpoint/, final/.")],
+    algo: Annotated[str, typer.Option(help="grpo, ppo or sft.")] = "grpo",
+    model: ModelOpt = DEFAULT_MODEL,
+    preset: Annotated[str | None, typer.Option(help="cpu-small: a short run sized for a 2-core CPU.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Update steps.")] = None,
+    prompts_per_step: Annotated[int | None, typer.Option(help="Prompts per step.")] = None,
+    group_size: Annotated[int | None, typer.Option(help="Samples per prompt (GRPO's G).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the algorithm's).")] = None,
+    beta: Annotated[float | None, typer.Option(help="GRPO KL coefficient.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Longest sampled response.")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Full fine-tuning instead of LoRA.")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from out/checkpoint.")] = False,
+    val_dataset: Annotated[Path | None, typer.Option(help="Dataset folder on the validation conversation.")] = None,
+    val_every: Annotated[int, typer.Option(help="Validate every N steps (0: never).")] = 0,
+    reward: Annotated[str, typer.Option(help="em (paper) or f1.")] = "em",
+    answer_model: Annotated[str | None, typer.Option(help="Manager training: the frozen Answer Agent.")] = None,
+    teacher_model: Annotated[str | None, typer.Option(help="SFT: the teacher model.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="locomo10.json (manager training).")] = None,
+) -> None:
+    """Train the Answer Agent or the Memory Manager with GRPO, PPO or SFT."""
+    from memory_r1.rl.trainer import PRESETS, Trainer, TrainConfig
+
+    if agent not in ("answer", "manager") or algo not in ("grpo", "ppo", "sft") or reward not in ("em", "f1"):
+        raise ValueError(f"expected agent answer|manager, --algo grpo|ppo|sft, --reward em|f1; got {agent}, {algo}, {reward}")
+    config = TrainConfig(agent=agent, algo=algo, dataset=dataset, out=out, model=model, seed=seed, lora=not full,
+                         val_dataset=val_dataset, val_every=val_every, reward=reward, answer_model=answer_model,
+                         teacher_model=teacher_model, data=data)
+    if preset:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
+        config = PRESETS[preset](config)
+    for name, value in (("steps", steps), ("prompts_per_step", prompts_per_step), ("lr", lr), ("max_new_tokens", max_new_tokens)):
+        if value is not None:
+            setattr(config, name, value)
+    if group_size is not None:
+        config.grpo.group_size = group_size
+    if beta is not None:
+        config.grpo.beta = beta
+    trainer = Trainer(config)
+    if resume and not trainer.resume():
+        raise ValueError(f"--resume: no checkpoint in {out / 'checkpoint'}")
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[info]}"))
+    with Progress(*columns, console=err_console) as progress:
+        task = progress.add_task(f"{algo} {agent}", total=config.steps, completed=trainer.step, info="")
+
+        def on_step(stats: dict) -> None:
+            info = f"reward {stats['reward_mean']:.3f}" if "reward_mean" in stats else f"loss {stats.get('sft_loss', 0):.3f}"
+            progress.update(task, advance=1, info=info)
+
+        final = trainer.train(on_step)
+    console.print(f"trained {agent} agent: {final} (metrics in {out / 'metrics.jsonl'}, curves in {out / 'training_curves.png'})")
+
+
 # ---------------------------------------------------------------- memories
 
 
