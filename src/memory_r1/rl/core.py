@@ -37,7 +37,8 @@ class RolloutBatch:
     input_ids: torch.Tensor  # (B, T) long: left-padded prompt + right-padded response
     attention_mask: torch.Tensor  # (B, T) long: 1 on real prompt tokens and on response tokens up to EOS
     response_mask: torch.Tensor  # (B, T) float: 1 on response tokens up to and including the first EOS
-    old_logprobs: torch.Tensor  # (B, T) float: log-probs under the sampling policy, 0 outside the response
+    old_logprobs: torch.Tensor | None  # (B, T) float: log-probs under the sampling policy, 0 outside the
+    # response; None when sample_rollouts(old_logprobs=False) skipped that pass (see there)
     ref_logprobs: torch.Tensor | None  # (B, T) float or None: log-probs under the frozen reference policy
     rewards: torch.Tensor  # (B,) float: outcome reward per response, filled in by the caller
     group_ids: torch.Tensor  # (B,) long: index of the prompt each response answers
@@ -283,6 +284,7 @@ def sample_rollouts(
     temperature: float = 1.0,
     seed: int | None = None,
     generation_batch_size: int | None = None,
+    old_logprobs: bool = True,
 ) -> RolloutBatch:
     """Sample `samples_per_prompt` responses per already-rendered prompt from the policy itself.
 
@@ -290,6 +292,11 @@ def sample_rollouts(
     its first EOS. `old_logprobs` come from a separate forward pass at the same temperature (the pass an
     update makes), so the first update's importance ratio is 1.
     Rewards are zeros: the caller scores `texts` and fills them in.
+
+    `old_logprobs=False` skips that pass (a full forward over the batch: ~15% of a GRPO step with SmolLM2-135M
+    on CPU) and leaves `batch.old_logprobs` None. `grpo_step` then takes the update's own log-probs, detached, when the update is
+    on-policy (one epoch, one mini-batch: the very same numbers), and computes the pass itself otherwise. PPO
+    needs them (its KL penalty shapes the reward): keep the default there.
     """
     if temperature <= 0:
         raise ValueError("RL rollouts must sample (temperature > 0): greedy outputs have no log-probs")
@@ -330,7 +337,7 @@ def sample_rollouts(
         input_ids=input_ids,
         attention_mask=attention_mask,
         response_mask=response_mask,
-        old_logprobs=torch.zeros(B, input_ids.shape[1], device=device),
+        old_logprobs=None,
         ref_logprobs=None,
         rewards=torch.zeros(B, device=device),
         group_ids=torch.arange(len(prompts), device=device).repeat_interleave(samples_per_prompt),
@@ -338,7 +345,8 @@ def sample_rollouts(
         prompt_lengths=torch.tensor([len(p) for p in prompt_rows], dtype=torch.long, device=device),
         prompt_width=P,
     )
-    batch.old_logprobs = batch_logprobs(
-        model, batch, temperature=temperature, micro_batch_size=generation_batch_size
-    )
+    if old_logprobs:
+        batch.old_logprobs = batch_logprobs(
+            model, batch, temperature=temperature, micro_batch_size=generation_batch_size
+        )
     return batch

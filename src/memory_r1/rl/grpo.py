@@ -145,6 +145,11 @@ def grpo_step(
         batch.ref_logprobs = batch_logprobs(
             ref_model, batch, temperature=config.temperature, micro_batch_size=config.micro_batch_size
         )
+    on_policy = config.epochs == 1 and len(micro_batches(len(batch), config.mini_batch_size)) == 1
+    if batch.old_logprobs is None and not on_policy:  # later mini-batches/epochs need the sampling policy's
+        batch.old_logprobs = batch_logprobs(
+            model, batch, temperature=config.temperature, micro_batch_size=config.micro_batch_size
+        )
     history: list[dict[str, float]] = []
     grad_norms = []
     for _ in range(config.epochs):
@@ -158,8 +163,11 @@ def grpo_step(
                     model, mb.input_ids, mb.attention_mask, temperature=config.temperature,
                     start=mb.prompt_width,
                 )  # (b, T)
+                # Old log-probs skipped at sampling (on-policy): the parameters have not moved since, so they
+                # are these very numbers; detached, the ratio is exactly 1 and the gradient is A * grad log p.
+                old = mb.old_logprobs if mb.old_logprobs is not None else logprobs.detach()
                 loss, stats = grpo_loss(
-                    logprobs, mb.old_logprobs, mini_adv[list(rows)], mb.response_mask, mb.ref_logprobs, config
+                    logprobs, old, mini_adv[list(rows)], mb.response_mask, mb.ref_logprobs, config
                 )
                 (loss * accumulation_weight(mb.response_mask, mini.response_mask, config.loss_agg)).backward()
                 history.append(stats)

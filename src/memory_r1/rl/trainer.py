@@ -171,7 +171,8 @@ class Trainer:
         t0 = time.perf_counter()
         batch = sample_rollouts(self.policy, self.tokenizer, prompts, samples_per_prompt=group,
                                 max_new_tokens=self.max_new_tokens, temperature=algo.temperature,
-                                seed=c.seed * 1_000 + self.step)
+                                seed=c.seed * 1_000 + self.step,
+                                old_logprobs=c.algo == "ppo")  # GRPO recomputes them only when off-policy
         rollout_s = time.perf_counter() - t0
         scored = [s for i, e in enumerate(examples) for s in self.env.score(e, batch.texts[i * group : (i + 1) * group])]
         batch.rewards = torch.tensor([s.reward for s in scored], dtype=torch.float32)
