@@ -94,9 +94,14 @@ def _conversation(data: Path | None, sample_id: str, sessions: str | None) -> Co
     return select_sessions(conversation, parse_session_range(sessions)) if sessions else conversation
 
 
-def _ingest_with_progress(system: MemorySystem, conversation: Conversation) -> IngestReport:
+def _progress(*extra_columns) -> Progress:
+    """The one progress-bar layout of every long command (on stderr, so stdout stays parseable)."""
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=False) as progress:
+    return Progress(*columns, *extra_columns, console=err_console)
+
+
+def _ingest_with_progress(system: MemorySystem, conversation: Conversation) -> IngestReport:
+    with _progress() as progress:
         task = progress.add_task(f"ingest {conversation.sample_id}", total=len(conversation.turns))
         return system.ingest(conversation, on_turn=lambda _turn: progress.advance(task))
 
@@ -209,8 +214,7 @@ def evaluate(
     judge = _load_judge(judge_model, judge_backend, judge_base_url) if judge_model else None
     out = out or Path("runs/eval") / f"{system}-{split}"
     evaluated = build_system(system, pipeline, context_tokens)
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console) as progress:
+    with _progress() as progress:
         tasks: dict[str, int] = {}
 
         def on_conversation(sample_id: str, turns: int, questions: int) -> None:
@@ -322,9 +326,7 @@ def train(
     trainer = Trainer(config)
     if resume and not trainer.resume():
         raise ValueError(f"--resume: no checkpoint in {out / 'checkpoint'}")
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[info]}"))
-    with Progress(*columns, console=err_console) as progress:
+    with _progress(TextColumn("{task.fields[info]}")) as progress:
         task = progress.add_task(f"{algo} {agent}", total=config.steps, completed=trainer.step, info="")
 
         def on_step(stats: dict) -> None:
@@ -450,8 +452,7 @@ def data_build_manager(
 
     conv = _conversation(data, conversation, sessions)
     teacher = _dataset_system(model, backend, base_url, embedding_model, out / "teacher.db")
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console) as progress:
+    with _progress() as progress:
         task = progress.add_task(f"teacher {conv.sample_id}", total=len(conv.turns))
         examples = build_manager_dataset(teacher, conv, out, on_turn=lambda _t: progress.advance(task))
     console.print(f"{len(examples)} manager examples in {out / 'manager.jsonl'}")
@@ -474,8 +475,7 @@ def data_build_answer(
 
     conv = _conversation(data, conversation, sessions)
     system = _dataset_system(manager_model, backend, base_url, embedding_model, out / "bank.db")
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console) as progress:
+    with _progress() as progress:
         task = progress.add_task(f"ingest {conv.sample_id}", total=len(conv.turns))
         examples = build_answer_dataset(system, conv, out, on_turn=lambda _t: progress.advance(task))
     console.print(f"{len(examples)} answer examples in {out / 'answer.jsonl'}")
