@@ -1,0 +1,117 @@
+"""Shared pieces of the `memory-r1` command: the Typer apps, options, errors, progress bars, bank helpers.
+
+Every error a user can cause (missing file, bad schema, unknown conversation or model, incompatible bank)
+ends as one red line and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from memory_r1.bank import BankError, SQLiteStore
+from memory_r1.data import (
+    DatasetError,
+    find_locomo,
+    get_conversation,
+    load_locomo,
+    parse_session_range,
+    select_sessions,
+)
+from memory_r1.embeddings import UnknownEmbedderError
+from memory_r1.llm import GenerationError, UnknownModelError
+from memory_r1.pipeline import IngestReport, MemorySystem, operation_counts
+from memory_r1.records import Conversation
+
+app = typer.Typer(help="Long-term memory for LLM agents, learned with RL (Memory-R1).", no_args_is_help=True)
+memories_app = typer.Typer(help="Inspect and repair a memory bank.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
+app.add_typer(memories_app, name="memories")
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable)
+
+USER_ERRORS = (DatasetError, BankError, UnknownModelError, UnknownEmbedderError, GenerationError, ImportError, OSError, ValueError)
+
+
+def user_errors(command: F) -> F:
+    """Turn the errors a user can cause into one clear line and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as error:
+            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def default_bank() -> Path:
+    import platformdirs
+
+    return Path(os.environ.get("MEMORY_R1_BANK") or Path(platformdirs.user_data_dir("memory-r1")) / "bank.db")
+
+
+BankOpt = Annotated[Path | None, typer.Option("--bank", help="Bank file (default: $MEMORY_R1_BANK or the user data dir).")]
+DataArg = Annotated[Path | None, typer.Argument(help="locomo10.json (default: $MEMORY_R1_LOCOMO, user data dir, ../shared/data/locomo/).")]
+ConvOpt = Annotated[str, typer.Option("--conversation", "-c", help="LoCoMo sample id, e.g. conv-26.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registered name, local path or hub id.")]
+BackendOpt = Annotated[str, typer.Option(help="transformers (local) or openai (OpenAI-compatible server).")]
+BaseUrlOpt = Annotated[str | None, typer.Option(help="Server URL for --backend openai, e.g. http://localhost:8000/v1.")]
+EmbedOpt = Annotated[str, typer.Option(help="sentence-transformers model id or path.")]
+SessionsOpt = Annotated[str | None, typer.Option("--sessions", "-s", help="Session numbers, e.g. 1-3 or 1,4.")]
+
+
+def bank_path(bank: Path | None) -> Path:
+    path = bank or default_bank()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def open_existing_bank(bank: Path | None) -> SQLiteStore:
+    path = bank or default_bank()
+    if not path.exists():
+        raise BankError(f"no bank at {path}: run `memory-r1 ingest` first or pass --bank")
+    return SQLiteStore(path)
+
+
+def load_conversation(data: Path | None, sample_id: str, sessions: str | None) -> Conversation:
+    conversation = get_conversation(load_locomo(find_locomo(data)), sample_id)
+    return select_sessions(conversation, parse_session_range(sessions)) if sessions else conversation
+
+
+def progress_bar(*extra_columns) -> Progress:
+    """The one progress-bar layout of every long command (on stderr, so stdout stays parseable)."""
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, *extra_columns, console=err_console)
+
+
+def ingest_with_progress(system: MemorySystem, conversation: Conversation) -> IngestReport:
+    with progress_bar() as progress:
+        task = progress.add_task(f"ingest {conversation.sample_id}", total=len(conversation.turns))
+        return system.ingest(conversation, on_turn=lambda _turn: progress.advance(task))
+
+
+def print_ingest_report(report: IngestReport) -> None:
+    counts = operation_counts(report)
+    table = Table(title=f"ingested {report.sample_id}: {report.turns} turns, {report.facts} facts in {report.seconds:.0f} s")
+    for name in ("ADD", "UPDATE", "DELETE", "NOOP", "rejected", "unparsable extractions", "unparsable decisions"):
+        table.add_column(name, justify="right")
+    table.add_row(*(str(counts[e]) for e in ("ADD", "UPDATE", "DELETE", "NOOP")), str(report.rejected_operations),
+                  str(report.extract_failures), str(report.manager_failures))
+    console.print(table)
+
+

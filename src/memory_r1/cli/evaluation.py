@@ -1,0 +1,134 @@
+"""`memory-r1 eval` and `memory-r1 report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from memory_r1.cli.common import (
+    BackendOpt,
+    BaseUrlOpt,
+    EmbedOpt,
+    ModelOpt,
+    app,
+    console,
+    progress_bar,
+    user_errors,
+)
+from memory_r1.data import find_locomo, load_locomo
+from memory_r1.pipeline import DEFAULT_MODEL, PipelineConfig
+
+# ---------------------------------------------------------------- evaluation
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    split: Annotated[str, typer.Option(help="val, test, train or all.")] = "val",
+    system: Annotated[str, typer.Option(help="memory-r1, prompted, rag or full-context.")] = "memory-r1",
+    data: Annotated[Path | None, typer.Option("--data", help="locomo10.json (default: the documented places).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/eval/<system>-<split>); rerun to resume.")] = None,
+    banks: Annotated[Path, typer.Option(help="Where banks are built and reused across runs.")] = Path("runs/banks"),
+    model: ModelOpt = DEFAULT_MODEL,
+    manager_model: Annotated[str | None, typer.Option(help="Memory Manager checkpoint (default --model).")] = None,
+    answer_model: Annotated[str | None, typer.Option(help="Answer Agent checkpoint (default --model).")] = None,
+    backend: BackendOpt = "transformers",
+    base_url: BaseUrlOpt = None,
+    embedding_model: EmbedOpt = PipelineConfig.embedding_model,
+    judge_model: Annotated[str | None, typer.Option(help="LLM judge model (J metric); none by default.")] = None,
+    judge_backend: Annotated[str, typer.Option(help="Backend of the judge.")] = "transformers",
+    judge_base_url: Annotated[str | None, typer.Option(help="Server of the judge, e.g. https://api.openai.com/v1.")] = None,
+    seeds: Annotated[int, typer.Option(help="Repeat a sampled run with seeds 0..N-1 (needs --temperature > 0).")] = 1,
+    temperature: Annotated[float, typer.Option(help="Answer sampling temperature; 0 = greedy (the paper).")] = 0.0,
+    limit: Annotated[int | None, typer.Option(help="At most N questions per conversation (smoke runs).")] = None,
+    conversation: Annotated[list[str] | None, typer.Option("--conversation", "-c", help="Only these conversations.")] = None,
+    corrections: Annotated[Path | None, typer.Option(help="JSON list of corrected gold answers (sample_id, qa_index, answer).")] = None,
+    context_tokens: Annotated[int | None, typer.Option(help="full-context: the model's window (default: its config).")] = None,
+) -> None:
+    """Run a system over a LoCoMo split; write results.jsonl and summary.json (resumable)."""
+    import shlex
+    import sys
+    from dataclasses import replace
+
+    from memory_r1.eval.harness import Callbacks, EvalConfig, load_corrections, run_eval
+    from memory_r1.eval.systems import SYSTEMS, build_system
+
+    if system not in SYSTEMS:
+        raise ValueError(f"unknown system {system!r}; choose one of: {', '.join(SYSTEMS)}")
+    if seeds < 1 or (seeds > 1 and temperature <= 0):
+        raise ValueError("--seeds N > 1 repeats sampled runs: give --temperature > 0 (greedy runs are identical)")
+    conversations = load_locomo(find_locomo(data))
+    config = EvalConfig(split=split, seeds=tuple(range(seeds)), limit=limit,
+                        conversations=tuple(conversation) if conversation else None,
+                        corrections=load_corrections(corrections, conversations) if corrections else {})
+    pipeline = PipelineConfig(model=model, manager_model=manager_model, answer_model=answer_model, backend=backend,
+                              base_url=base_url, embedding_model=embedding_model)
+    pipeline = replace(pipeline, answer=replace(pipeline.answer, temperature=temperature))
+    judge = _load_judge(judge_model, judge_backend, judge_base_url) if judge_model else None
+    out = out or Path("runs/eval") / f"{system}-{split}"
+    evaluated = build_system(system, pipeline, context_tokens)
+    with progress_bar() as progress:
+        tasks: dict[str, int] = {}
+
+        def on_conversation(sample_id: str, turns: int, questions: int) -> None:
+            tasks["ingest"] = progress.add_task(f"{sample_id} ingest", total=turns)
+            tasks["answer"] = progress.add_task(f"{sample_id} questions", total=questions)
+
+        callbacks = Callbacks(on_conversation, lambda: progress.advance(tasks["ingest"]),
+                              lambda n: progress.advance(tasks["answer"], n))
+        summary = run_eval(evaluated, conversations, config, out, banks_dir=banks, judge=judge,
+                           command=shlex.join(["memory-r1", *sys.argv[1:]]), callbacks=callbacks)
+    _print_summary(summary)
+    console.print(f"results in {out}/ (results.jsonl, summary.json); wall {summary['run']['wall_s']:.0f} s")
+
+
+def _load_judge(model: str, backend: str, base_url: str | None):
+    import platformdirs
+
+    from memory_r1.eval.judge import Judge
+    from memory_r1.llm import load_generator
+
+    cache = Path(platformdirs.user_cache_dir("memory-r1")) / "judge-cache.db"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    return Judge(load_generator(model, backend=backend, base_url=base_url), cache_path=cache)
+
+
+def _print_summary(summary: dict) -> None:
+    metrics = [m for m in ("f1", "bleu1", "em", "j") if m in summary["overall"]]
+    names = {"f1": "F1", "bleu1": "BLEU-1", "em": "EM", "j": "J"}
+    table = Table(title=f"{summary['run']['system']} on {summary['run']['split']}: {summary['questions']} questions")
+    table.add_column("category")
+    table.add_column("n", justify="right")
+    for m in metrics:
+        table.add_column(names[m] + " [95% CI]", justify="right")
+
+    def cell(s: dict) -> str:
+        return f"{100 * s['mean']:.1f} [{100 * s['ci95'][0]:.1f}, {100 * s['ci95'][1]:.1f}]" if s["n"] else "-"
+
+    for label in ("Single Hop", "Multi-Hop", "Open Domain", "Temporal"):
+        entry = summary["by_category"]["paper"][label]
+        table.add_row(label, str(entry["n"]), *(cell(entry[m]) for m in metrics))
+    table.add_row("Overall", str(summary["overall"][metrics[0]]["n"]), *(cell(summary["overall"][m]) for m in metrics))
+    console.print(table)
+    if summary.get("operations"):
+        ops = summary["operations"]
+        console.print(f"operations: ADD {ops['ADD']}, UPDATE {ops['UPDATE']}, DELETE {ops['DELETE']}, NOOP {ops['NOOP']}; "
+                      f"unparsable decisions {100 * ops['parse_failure_rate']:.0f}%")
+
+
+@app.command()
+@user_errors
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories written by `memory-r1 eval`.")],
+    out: Annotated[Path | None, typer.Option(help="Where report.md and the plots go (default: the first run dir).")] = None,
+) -> None:
+    """Put evaluation runs side by side: a Markdown report with tables and PNG plots."""
+    from memory_r1.eval.report import write_report
+
+    path = write_report(run_dirs, out or run_dirs[0])
+    console.print(f"wrote {path}")
+
+

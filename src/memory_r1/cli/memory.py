@@ -1,0 +1,220 @@
+"""Commands that build, query, inspect and repair memory banks, and the demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from memory_r1.bank import BankError
+from memory_r1.cli.common import (
+    BackendOpt,
+    BankOpt,
+    BaseUrlOpt,
+    ConvOpt,
+    DataArg,
+    EmbedOpt,
+    ModelOpt,
+    SessionsOpt,
+    app,
+    bank_path,
+    console,
+    data_app,
+    default_bank,
+    ingest_with_progress,
+    load_conversation,
+    memories_app,
+    open_existing_bank,
+    print_ingest_report,
+    user_errors,
+)
+from memory_r1.data import DatasetError
+from memory_r1.pipeline import DEFAULT_MODEL, MemorySystem, PipelineConfig
+from memory_r1.records import Conversation, QAItem
+
+
+@app.command()
+@user_errors
+def ingest(
+    data: DataArg = None,
+    conversation: ConvOpt = "conv-26",
+    sessions: SessionsOpt = None,
+    bank: BankOpt = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    backend: BackendOpt = "transformers",
+    base_url: BaseUrlOpt = None,
+    embedding_model: EmbedOpt = PipelineConfig.embedding_model,
+) -> None:
+    """Build the speakers' memory banks from a LoCoMo conversation."""
+    conv = load_conversation(data, conversation, sessions)
+    config = PipelineConfig(model=model, backend=backend, base_url=base_url, embedding_model=embedding_model)
+    system = MemorySystem.from_config(config, bank_path(bank))
+    print_ingest_report(ingest_with_progress(system, conv))
+
+
+@app.command()
+@user_errors
+def ask(
+    question: str,
+    conversation: ConvOpt = "conv-26",
+    bank: BankOpt = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    backend: BackendOpt = "transformers",
+    base_url: BaseUrlOpt = None,
+) -> None:
+    """Answer a question from the banks and show the memories the agent selected."""
+    store = open_existing_bank(bank)
+    config = PipelineConfig(model=model, backend=backend, base_url=base_url, embedding_model=store.embedding_model)
+    store.close()
+    system = MemorySystem.from_config(config, bank_path(bank))
+    if not system.speakers(conversation):
+        raise BankError(f"the bank has no memories for {conversation}; known: {', '.join(system.store.owners()) or 'none'}")
+    [answer] = system.answer([question], conversation)
+    console.print(f"[bold]Answer:[/] {answer.answer or '(none)'}")
+    if answer.parse_error:
+        console.print(f"[yellow]note:[/] {answer.parse_error}")
+    table = Table(title="selected memories")
+    for column in ("id", "owner", "when", "text"):
+        table.add_column(column)
+    for memory_id in answer.selected_memory_ids:
+        entry = system.store.get(memory_id)
+        table.add_row(str(entry.id), entry.owner, entry.timestamp, entry.text)
+    console.print(table)
+
+
+# ---------------------------------------------------------------- memories
+
+
+@memories_app.command("list")
+@user_errors
+def memories_list(
+    bank: BankOpt = None,
+    owner: Annotated[str | None, typer.Option(help="Only this owner, e.g. conv-26:Caroline.")] = None,
+    include_deleted: Annotated[bool, typer.Option("--all", help="Include soft-deleted memories.")] = False,
+) -> None:
+    """List memories."""
+    with open_existing_bank(bank) as store:
+        table = Table(title=f"memories in {bank or default_bank()}")
+        for column in ("id", "owner", "when", "text", "deleted"):
+            table.add_column(column)
+        for e in store.list(owner, include_deleted=include_deleted):
+            table.add_row(str(e.id), e.owner, e.timestamp, e.text, "yes" if e.deleted else "")
+        console.print(table)
+
+
+@memories_app.command("search")
+@user_errors
+def memories_search(
+    query: str,
+    owner: Annotated[str, typer.Option(help="Owner to search, e.g. conv-26:Caroline.")],
+    k: Annotated[int, typer.Option("-k", help="How many memories.")] = 10,
+    bank: BankOpt = None,
+) -> None:
+    """Semantic search in one owner's memories."""
+    from memory_r1.embeddings import load_embedder
+
+    with open_existing_bank(bank) as store:
+        [vector] = load_embedder(store.embedding_model).embed([query])
+        table = Table(title=f"top {k} for {query!r} in {owner}")
+        for column in ("score", "id", "when", "text"):
+            table.add_column(column)
+        for hit in store.search(owner, vector, k):
+            table.add_row(f"{hit.score:.3f}", str(hit.entry.id), hit.entry.timestamp, hit.entry.text)
+        console.print(table)
+
+
+@memories_app.command("history")
+@user_errors
+def memories_history(
+    bank: BankOpt = None,
+    memory: Annotated[int | None, typer.Option("--memory", help="Only this memory id.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only this owner.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the last N events.")] = None,
+) -> None:
+    """Every change ever made: operation, before/after, who decided, why."""
+    with open_existing_bank(bank) as store:
+        rows = store.history(memory_id=memory, owner=owner)
+        table = Table(title="history")
+        for column in ("#", "event", "memory", "before", "after", "by", "reason", "undone"):
+            table.add_column(column)
+        for h in rows[-limit:] if limit else rows:
+            by = "/".join(x for x in (h.provenance.agent, h.provenance.model, h.provenance.prompt_version) if x)
+            table.add_row(str(h.id), h.event, str(h.memory_id or ""), h.before_text or "", h.after_text or "", by,
+                          h.reason or "", "yes" if h.undone else "")
+        console.print(table)
+
+
+@memories_app.command("undo")
+@user_errors
+def memories_undo(
+    history_id: Annotated[int | None, typer.Argument(help="History event to revert (default: the latest change).")] = None,
+    bank: BankOpt = None,
+) -> None:
+    """Revert one change (ADD, UPDATE or DELETE). The undo itself is recorded."""
+    with open_existing_bank(bank) as store:
+        record = store.undo(history_id)
+        console.print(f"undone: {record.event} of memory {record.memory_id} (history #{record.id})")
+
+
+# ---------------------------------------------------------------- data
+
+
+@data_app.command("download")
+@user_errors
+def data_download(
+    name: Annotated[str, typer.Argument(help="Dataset name: locomo.")],
+    dest: Annotated[Path | None, typer.Option(help="Target file (default: the user data dir).")] = None,
+) -> None:
+    """Fetch a dataset from its public location (needs a network)."""
+    from memory_r1.data import default_locomo_path, download_locomo
+
+    if name != "locomo":
+        raise DatasetError(f"unknown dataset {name!r}; available: locomo")
+    path = download_locomo(dest or default_locomo_path())
+    console.print(f"saved {path} (CC BY-NC 4.0: non-commercial use, credit Maharana et al., ACL 2024)")
+
+
+# ---------------------------------------------------------------- demo
+
+
+def _answerable(conversation: Conversation, limit: int) -> list[QAItem]:
+    """Questions (categories 1-4) whose evidence lies entirely in the ingested sessions."""
+    ingested = {t.dia_id for t in conversation.turns}
+    chosen = [q for q in conversation.qa if q.answer is not None and q.evidence and set(q.evidence) <= ingested]
+    return chosen[:limit]
+
+
+@app.command()
+@user_errors
+def demo(
+    data: Annotated[Path | None, typer.Option("--data", help="locomo10.json (default: the documented places).")] = None,
+    conversation: ConvOpt = "conv-26",
+    sessions: SessionsOpt = "1",
+    questions: Annotated[int, typer.Option(help="How many questions to answer.")] = 5,
+    bank: Annotated[Path | None, typer.Option(help="Keep the bank in this file (default: in memory).")] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+) -> None:
+    """The main job, offline on the embedded default: ingest a few sessions, answer their questions."""
+    from memory_r1.eval.metrics import f1_score
+
+    conv = load_conversation(data, conversation, sessions)
+    items = _answerable(conv, questions)
+    console.print(f"[bold]memory-r1 demo[/]: {conv.sample_id}, sessions {sessions}, {len(conv.turns)} turns, "
+                  f"{len(items)} questions, model {model}")
+    system = MemorySystem.from_config(PipelineConfig(model=model), bank or ":memory:")
+    print_ingest_report(ingest_with_progress(system, conv))
+    answers = system.answer([q.question for q in items], conv.sample_id)
+    table = Table(title="answers")
+    for column in ("question", "gold", "answer", "F1", "memories used"):
+        table.add_column(column)
+    scores = []
+    for item, answer in zip(items, answers, strict=True):
+        scores.append(f1_score(answer.answer, item.answer or ""))
+        table.add_row(item.question, item.answer, answer.answer, f"{scores[-1]:.2f}", str(len(answer.selected_memory_ids)))
+    console.print(table)
+    if scores:
+        console.print(f"mean F1 {sum(scores) / len(scores):.3f} over {len(scores)} questions")
+
+
