@@ -93,7 +93,7 @@ def run_eval(
                 _append(results_path, rows)
                 callbacks.on_questions(len(batch))
 
-    rows = [r for r in read_results(results_path)]
+    rows = read_results(results_path)
     summary = summarize_run(rows, system, config, judge, conversations=_select(conversations, config))
     summary["run"] = {
         "system": system.name,
@@ -179,6 +179,7 @@ def _judge_row(result) -> dict | None:
 def summarize_run(rows: list[dict], system: EvalSystem, config: EvalConfig, judge: Judge | None,
                   conversations: Sequence[Conversation]) -> dict:
     metrics = METRICS + (("j",) if judge is not None else ())
+    records = {c.sample_id: system.turn_records(c.sample_id) for c in conversations}  # read each turn log once
     summary: dict = {
         "format": FORMAT,
         "memory_r1_version": __version__,
@@ -189,7 +190,7 @@ def summarize_run(rows: list[dict], system: EvalSystem, config: EvalConfig, judg
         "seeds": _seeds(rows, metrics),
         "corrected": None,
         "judge": None,
-        "operations": _operations(system, conversations),
+        "operations": _operations(records),
         "latency_s": {},
         "tokens": {},
     }
@@ -203,7 +204,7 @@ def summarize_run(rows: list[dict], system: EvalSystem, config: EvalConfig, judg
     if judge is not None:
         summary["judge"] = {"model": judge.model, "prompt_version": _judge_version(rows),
                             "failures": sum(1 for r in rows if r["judge"] and r["judge"]["label"] is None)}
-    summary["latency_s"], summary["tokens"] = _costs(rows, system, conversations, judged=judge is not None)
+    summary["latency_s"], summary["tokens"] = _costs(rows, records, judged=judge is not None)
     return summary
 
 
@@ -235,13 +236,9 @@ def _seeds(rows: list[dict], metrics: Sequence[str]) -> dict:
             "std": {m: v["std"] for m, v in spread.items()}}
 
 
-def _operations(system: EvalSystem, conversations: Sequence[Conversation]) -> dict | None:
-    records: dict[str, list[TurnRecord]] = {}
-    for conversation in conversations:
-        found = system.turn_records(conversation.sample_id)
-        if found is None:
-            return None
-        records[conversation.sample_id] = found
+def _operations(records: dict[str, list[TurnRecord] | None]) -> dict | None:
+    if any(found is None for found in records.values()):
+        return None  # a system without a Memory Manager
     every = [r for rs in records.values() for r in rs]
     ops = Counter()
     for r in every:
@@ -270,7 +267,7 @@ def _bank_sizes(records: list[TurnRecord]) -> list[list[int]]:
     return sizes
 
 
-def _costs(rows: list[dict], system: EvalSystem, conversations: Sequence[Conversation], judged: bool) -> tuple[dict, dict]:
+def _costs(rows: list[dict], records_by_conversation: dict[str, list[TurnRecord] | None], judged: bool) -> tuple[dict, dict]:
     latency = {
         "search": percentiles([r["latency_s"]["search"] for r in rows]),
         "answer": percentiles([r["latency_s"]["answer"] for r in rows]),
@@ -278,7 +275,7 @@ def _costs(rows: list[dict], system: EvalSystem, conversations: Sequence[Convers
     tokens = {"answer": _per_call([(r["tokens"]["prompt"], r["tokens"]["completion"]) for r in rows])}
     if judged:
         latency["judge"] = percentiles([r["latency_s"]["judge"] for r in rows])
-    records = [r for c in conversations for r in (system.turn_records(c.sample_id) or [])]
+    records = [r for found in records_by_conversation.values() for r in (found or [])]
     for stage in ("extract", "manage"):
         usages = [getattr(r, stage) for r in records if getattr(r, stage) is not None]
         if usages:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from memory_r1.agents import AnswerAgent, AnswerConfig
+from memory_r1.agents.parsing import parse_answer
 from memory_r1.bank import SQLiteStore
 from memory_r1.embeddings import Embedder
 from memory_r1.llm import load_generator
@@ -174,8 +175,6 @@ class FullContextSystem:
         return len(tokenizer(text)["input_ids"]) if tokenizer is not None else len(text) // 4
 
     def answer(self, conversation: Conversation, questions: Sequence[QAItem], seed: int | None) -> list[Answer]:
-        from memory_r1.agents.parsing import parse_answer
-
         transcript, _ = self._transcripts[conversation.sample_id]
         config = GenerationConfig(max_new_tokens=self.answer_config.max_new_tokens,
                                   temperature=self.answer_config.temperature, seed=seed)
