@@ -73,6 +73,15 @@ def test_an_operation_on_a_vanished_memory_becomes_a_recorded_noop(bank):
     assert store.get(target.id).text == target.text
 
 
+def test_an_unstorable_text_becomes_a_recorded_noop_and_the_rest_applies(bank):
+    store, embedder = bank
+    before = store.count("c:Alex")
+    ops = [Operation(Event.ADD, text="!!!"), Operation(Event.ADD, text="Alex plays chess.")]  # "!!!" embeds to zero
+    applied = apply_operations(store, embedder, "c:Alex", ops, [fact("x")], PROV)
+    assert applied[0].event is Event.NOOP and "non-zero" in applied[0].reason
+    assert applied[1].event is Event.ADD and store.count("c:Alex") == before + 1
+
+
 def test_answer_prompt_numbers_both_speakers_oldest_first(bank, scripted):
     store, embedder = bank
     agent = AnswerAgent(scripted(lambda m: "[2] Boston\n[5] Sam\n**Answer:** Boston"), embedder,

@@ -123,7 +123,7 @@ def apply_operations(
                     store.delete(op.memory_id, provenance=provenance)
                 else:
                     store.record_noop(owner, provenance=provenance, memory_id=op.memory_id, reason=op.reason)
-            except MemoryNotFoundError as error:
+            except (MemoryNotFoundError, ValueError) as error:  # vanished target; an unstorable embedding
                 op = Operation(Event.NOOP, op.memory_id, op.text, op.old_text, reason=str(error))
                 store.record_noop(owner, provenance=provenance, memory_id=None, reason=op.reason)
             applied.append(op)
