@@ -105,6 +105,23 @@ def test_prompted_shares_the_memory_r1_bank(conv30, tmp_path, scripted, make_sys
     assert len(list((tmp_path / "banks").glob("*.db"))) == 1
 
 
+def test_a_session_subset_reuses_the_full_bank_and_counts_only_its_turns(locomo_path, tmp_path, scripted, make_system):
+    full = select_sessions(get_conversation(load_locomo(locomo_path), "conv-30"), {1, 2})
+    run(memory_r1(make_system, scripted()), full, tmp_path)
+    generator = scripted()
+    subset = run_eval(memory_r1(make_system, generator), [full], EvalConfig(sessions="1"), tmp_path / "subset",
+                      banks_dir=tmp_path / "banks")
+    first = select_sessions(full, {1})
+    asked = [q for q in first.qa if q.answer is not None and q.category != 5]
+    assert subset["questions"] == len(asked) < len([q for q in full.qa if q.category != 5])
+    assert generator.calls == len(asked)  # the bank already held session 1: answers only
+    assert subset["operations"]["turns"] == len(first.turns) < len(full.turns)
+    assert subset["operations"]["bank_size"]["conv-30"][-1][0] == len(first.turns)
+    with pytest.raises(ResultsDirError, match="sessions"):
+        run_eval(memory_r1(make_system, scripted()), [full], EvalConfig(sessions="2"), tmp_path / "subset",
+                 banks_dir=tmp_path / "banks")
+
+
 def test_judge_and_corrected_labels(conv30, tmp_path, scripted, make_system):
     q = next(q for q in conv30.qa if q.answer is not None)
     corrections = tmp_path / "corrections.json"

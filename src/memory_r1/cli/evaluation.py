@@ -13,6 +13,7 @@ from memory_r1.cli.common import (
     BaseUrlOpt,
     EmbedOpt,
     ModelOpt,
+    SessionsOpt,
     app,
     console,
     progress_bar,
@@ -45,6 +46,7 @@ def evaluate(
     temperature: Annotated[float, typer.Option(help="Answer sampling temperature; 0 = greedy (the paper).")] = 0.0,
     limit: Annotated[int | None, typer.Option(help="At most N questions per conversation (smoke runs).")] = None,
     conversation: Annotated[list[str] | None, typer.Option("--conversation", "-c", help="Only these conversations.")] = None,
+    sessions: SessionsOpt = None,
     corrections: Annotated[Path | None, typer.Option(help="JSON list of corrected gold answers (sample_id, qa_index, answer).")] = None,
     context_tokens: Annotated[int | None, typer.Option(help="full-context: the model's window (default: its config).")] = None,
 ) -> None:
@@ -62,7 +64,7 @@ def evaluate(
         raise ValueError("--seeds N > 1 repeats sampled runs: give --temperature > 0 (greedy runs are identical)")
     conversations = load_locomo(find_locomo(data))
     config = EvalConfig(split=split, seeds=tuple(range(seeds)), limit=limit,
-                        conversations=tuple(conversation) if conversation else None,
+                        conversations=tuple(conversation) if conversation else None, sessions=sessions,
                         corrections=load_corrections(corrections, conversations) if corrections else {})
     pipeline = PipelineConfig(model=model, manager_model=manager_model, answer_model=answer_model, backend=backend,
                               base_url=base_url, embedding_model=embedding_model)

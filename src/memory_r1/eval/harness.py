@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from memory_r1 import __version__
-from memory_r1.data import split_conversations
+from memory_r1.data import select_sessions, split_conversations
 from memory_r1.eval.judge import Judge, JudgeItem
 from memory_r1.eval.metrics import score_answer
 from memory_r1.eval.stats import mean_std, percentiles, summarize
@@ -48,6 +48,9 @@ class EvalConfig:
     """At most this many questions per conversation (smoke runs)."""
     conversations: tuple[str, ...] | None = None
     """A subset of the split's conversations."""
+    sessions: str | None = None
+    """Only these sessions ("1-4") and the questions whose evidence they hold. Ingestion is in turn order, so
+    the bank is a prefix of the full one and is shared with (and resumed by) a full run."""
     corrections: dict[tuple[str, int], str] = field(default_factory=dict)
     """(sample_id, qa index) -> corrected gold answer, for the corrected-labels view."""
 
@@ -179,7 +182,7 @@ def _judge_row(result) -> dict | None:
 def summarize_run(rows: list[dict], system: EvalSystem, config: EvalConfig, judge: Judge | None,
                   conversations: Sequence[Conversation]) -> dict:
     metrics = METRICS + (("j",) if judge is not None else ())
-    records = {c.sample_id: system.turn_records(c.sample_id) for c in conversations}  # read each turn log once
+    records = {c.sample_id: _records_of(system, c) for c in conversations}  # read each turn log once
     summary: dict = {
         "format": FORMAT,
         "memory_r1_version": __version__,
@@ -206,6 +209,15 @@ def summarize_run(rows: list[dict], system: EvalSystem, config: EvalConfig, judg
                             "failures": sum(1 for r in rows if r["judge"] and r["judge"]["label"] is None)}
     summary["latency_s"], summary["tokens"] = _costs(rows, records, judged=judge is not None)
     return summary
+
+
+def _records_of(system: EvalSystem, conversation: Conversation) -> list[TurnRecord] | None:
+    """The turn log restricted to the evaluated turns (a shared bank may hold more of the conversation)."""
+    found = system.turn_records(conversation.sample_id)
+    if found is None:
+        return None
+    wanted = {t.dia_id for t in conversation.turns}
+    return [r for r in found if r.dia_id in wanted]
 
 
 def _scores(rows: list[dict], metrics: Sequence[str], field_name: str) -> dict:
@@ -330,7 +342,8 @@ def _append(path: Path, rows: list[dict]) -> None:
 def _check_or_write_run(out_dir: Path, system: EvalSystem, config: EvalConfig) -> None:
     """Refuse to resume into a directory written by another system, split, seeds or format."""
     path = out_dir / "run.json"
-    identity = {"format": FORMAT, "system": system.name, "split": config.split, "seeds": list(config.seeds)}
+    identity = {"format": FORMAT, "system": system.name, "split": config.split, "seeds": list(config.seeds),
+                "sessions": config.sessions}
     if path.exists():
         try:
             found = json.loads(path.read_text())
@@ -352,6 +365,8 @@ def _select(conversations: Sequence[Conversation], config: EvalConfig) -> list[C
         if unknown:
             raise ValueError(f"conversations {unknown} are not in split {config.split!r} ({', '.join(sorted(known))})")
         chosen = [c for c in chosen if c.sample_id in config.conversations]
+    if config.sessions:
+        chosen = [select_sessions(c, config.sessions) for c in chosen]
     return chosen
 
 
