@@ -70,3 +70,33 @@ def test_load_examples_rejects_other_files(tmp_path):
     path.write_text('{"format": "something-else"}\n')
     with pytest.raises(ValueError, match="not a memory-r1 dataset"):
         load_examples(path)
+
+
+@pytest.mark.parametrize("reward", ["em", "f1"])
+def test_manager_reward_is_the_frozen_answerers_score_on_each_fork(conv26, tmp_path, scripted, make_system, reward):
+    from memory_r1.agents import AnswerAgent, MemoryManager
+    from memory_r1.embeddings import HashingEmbedder
+    from memory_r1.rl.envs import ManagerEnv
+
+    teacher = make_system(scripted(), bank=tmp_path / "teacher.db")
+    build_manager_dataset(teacher, conv26, tmp_path / "ds")
+    example = load_examples(tmp_path / "ds" / "manager.jsonl")[0]
+    golds = {q["question"]: q["gold"] for q in example["questions"]}
+
+    def half_right(messages):  # the first word of the gold answer plus one wrong word
+        question = next(q for q in golds if q in messages[-1]["content"])
+        return f"**Answer:** {golds[question].split()[0]} zebra"
+
+    embedder = HashingEmbedder()
+    env = ManagerEnv(tmp_path / "ds", [example], conv26, MemoryManager(scripted(), embedder),
+                     AnswerAgent(scripted(half_right), embedder), reward=reward)
+    add = json.dumps({"memory": [{"id": "0", "text": example["facts"][0], "event": "ADD"}]})
+    good, garbage = env.score(example, [add, "no json here"])
+    from memory_r1.eval.metrics import exact_match, f1_score
+
+    metric = exact_match if reward == "em" else f1_score
+    expected = sum(metric(f"{g.split()[0]} zebra", g) for g in golds.values()) / len(golds)
+    assert good.reward == pytest.approx(expected) and good.parsed and good.detail["operations"]["ADD"] == 1
+    assert garbage.reward == -0.25 and not garbage.parsed
+    if reward == "f1":
+        assert 0 < good.reward < 1  # partial overlap is rewarded, unlike exact match

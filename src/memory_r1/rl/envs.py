@@ -3,7 +3,7 @@
 Answer Agent: reward = exact match of the parsed answer against the gold answer (the paper's choice; F1
 and a format bonus are selectable). Memory Manager: the sampled operations are applied to a fork of the
 bank snapshot taken just before the turn; a FROZEN Answer Agent answers the questions linked to the turn
-from that bank, and the reward is their mean EM. The metrics are the evaluation's own (`eval.metrics`),
+from that bank, and the reward is their mean EM (or F1). The metrics are the evaluation's own (`eval.metrics`),
 so a reward can never drift from what the evaluation reports.
 """
 
@@ -68,6 +68,7 @@ class ManagerEnv:
         *,
         window: int = 50,
         unparsable_penalty: float = -0.25,
+        reward: Reward = "em",
     ):
         self.dataset_dir = Path(dataset_dir)
         self.examples = list(examples)
@@ -76,6 +77,7 @@ class ManagerEnv:
         self.answerer = answerer  # frozen
         self.window = window
         self.unparsable_penalty = unparsable_penalty
+        self.metric = exact_match if reward == "em" else f1_score
         self._prompts: dict[str, ManagerPrompt] = {}
 
     def _bank(self, example: dict) -> SQLiteStore:
@@ -117,8 +119,8 @@ class ManagerEnv:
             unparsable = any(op.reason and op.reason.startswith("unparsable") for op in operations)
             block = generations[i * len(questions) : (i + 1) * len(questions)]
             answers = [parse_answer(g.text, range(1, 61)).answer for g in block]
-            em = [exact_match(a, q["gold"]) for a, q in zip(answers, example["questions"], strict=True)]
-            reward = self.unparsable_penalty if unparsable else sum(em) / max(len(em), 1)
+            values = [self.metric(a, q["gold"]) for a, q in zip(answers, example["questions"], strict=True)]
+            reward = self.unparsable_penalty if unparsable else sum(values) / max(len(values), 1)
             counts = {e.value: sum(op.event is e for op in operations) for e in Event}
             scored.append(Scored(reward, not unparsable, {"operations": counts, "answers": answers}))
             bank.close()

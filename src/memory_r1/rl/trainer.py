@@ -64,7 +64,8 @@ class TrainConfig:
     val_every: int = 0
     val_limit: int = 40
     reward: Literal["em", "f1"] = "em"
-    """Paper: exact match (a judge reward made answers longer and F1 lower)."""
+    """Both agents. Paper: exact match (a judge reward made answers longer and F1 lower). F1 is denser: a
+    small model whose answers are almost never exact gets a learning signal from partial overlap."""
     format_bonus: float = 0.0
     """Added to the answer reward when the output has the `**Answer:**` format. Paper: none."""
     unparsable_penalty: float = -0.25
@@ -137,7 +138,7 @@ class Trainer:
         embedder = load_embedder(c.embedding_model)
         frozen = load_generator(c.answer_model or c.model)  # a separate, frozen copy of the answerer
         return ManagerEnv(dataset, examples, conversation, MemoryManager(self.renderer, embedder),
-                          AnswerAgent(frozen, embedder), window=c.window, unparsable_penalty=c.unparsable_penalty)
+                          AnswerAgent(frozen, embedder), window=c.window, unparsable_penalty=c.unparsable_penalty, reward=c.reward)
 
     # ---------------------------------------------------------------- the loop
 
