@@ -58,6 +58,7 @@ def test_rows_and_summary_add_up(conv30, tmp_path, scripted, make_system):
     assert ops["bank_size"]["conv-30"][-1] == [len(conv30.turns), len(conv30.turns)]
     assert {"extract", "manage", "search", "answer"} <= set(summary["latency_s"])
     assert summary["settings"]["prompts"]["answer"] == "answer-v1"
+    assert summary["per_question"] == {r["key"]: r["scores"] for r in rows}  # what paired comparisons read
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["overall"] == summary["overall"] and saved["run"]["system"] == "memory-r1"
 

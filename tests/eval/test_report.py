@@ -227,6 +227,22 @@ def test_two_runs_of_one_system_do_not_collide(tmp_path: Path):
         assert f"| {name} | 81 | 41.2 [38.0, 44.5] |" in text
 
 
+def test_paired_differences_use_only_shared_questions(tmp_path: Path):
+    base, trained = memory_r1_summary(), memory_r1_summary()
+    base["per_question"] = {"0/conv-30/1": {"f1": 0.2, "em": 0.0}, "0/conv-30/2": {"f1": 0.5, "em": 1.0},
+                            "0/conv-30/3": {"f1": 0.1, "em": 0.0}}
+    trained["per_question"] = {"0/conv-30/1": {"f1": 0.6, "em": 1.0}, "0/conv-30/2": {"f1": 0.5, "em": 1.0},
+                               "0/conv-30/9": {"f1": 1.0, "em": 1.0}}  # question 9: not in the base run
+    text = write_report([make_run(tmp_path, "base", base), make_run(tmp_path, "trained", trained)],
+                        tmp_path / "out").read_text()
+    # shared: questions 1 and 2; F1 deltas +0.4 and 0 -> mean +20.0, the CI spans the two values
+    assert "| memory-r1 (trained) | 2 | +20.0 [+0.0, +40.0] | +50.0 [+0.0, +100.0] |" in text  # no BLEU-1 given
+    assert "minus **memory-r1 (base)**" in text
+    without = write_report([make_run(tmp_path / "b", "base", memory_r1_summary()),
+                            make_run(tmp_path / "b", "trained", trained)], tmp_path / "out2").read_text()
+    assert "Paired differences" not in without  # the base lacks per-question scores
+
+
 def test_minimal_summary_with_absent_parts(tmp_path: Path):
     summary = {"format": "memory-r1-eval/1", "run": {"system": "rag", "split": "test"},
                "overall": {"f1": {"mean": 0.5, "ci95": None, "n": 2}}}

@@ -196,6 +196,7 @@ def summarize_run(rows: list[dict], system: EvalSystem, config: EvalConfig, judg
         "operations": _operations(records),
         "latency_s": {},
         "tokens": {},
+        "per_question": {r["key"]: {m: r["scores"].get(m) for m in metrics} for r in rows},
     }
     if config.corrections:
         fixed = [{**r, "scores": r.get("corrected_scores", r["scores"])} for r in rows]

@@ -20,7 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from memory_r1.eval.stats import mean_std
+from memory_r1.eval.stats import mean_std, summarize
 from memory_r1.records import Category
 
 FORMAT = "memory-r1-eval/1"
@@ -75,7 +75,7 @@ def _schema_problem(summary: object) -> str | None:
     if summary.get("format", FORMAT) != FORMAT:
         return f"unsupported format {summary['format']!r} (expected {FORMAT!r})"
     for key in ("run", "settings", "by_category", "seeds", "corrected", "judge", "operations", "latency_s",
-                "tokens"):
+                "tokens", "per_question"):
         if summary.get(key) is not None and not isinstance(summary[key], dict):
             return f"{key!r} must be an object or null"
     overall = summary.get("overall")
@@ -190,6 +190,37 @@ def _overall(runs: Sequence[Run]) -> list[str]:
     rows = [[r.name, str(r.summary.get("questions", DASH)),
              *(_pct_ci(r.summary["overall"].get(m)) for m in metrics)] for r in runs]
     return _table(["run", "n", *(METRICS[m] for m in metrics)], rows)
+
+
+def _paired(runs: Sequence[Run]) -> list[str]:
+    """Each run minus the first on the questions both answered: the before/after view of a trained agent.
+
+    Pairing removes the variance between questions that dominates a per-run interval, so a real change shows
+    up with far fewer questions. Needs `per_question` scores in both summaries.
+    """
+    base = runs[0].summary.get("per_question") if runs else None
+    others = [r for r in runs[1:] if isinstance(r.summary.get("per_question"), dict)]
+    if not isinstance(base, dict) or not others:
+        return []
+    metrics = [m for m in METRICS if any(m in v for v in base.values() if isinstance(v, dict))]
+    rows = []
+    for run in others:
+        shared = [k for k in run.summary["per_question"] if k in base]
+        cells = []
+        for m in metrics:
+            deltas = [run.summary["per_question"][k][m] - base[k][m] for k in shared
+                      if run.summary["per_question"][k].get(m) is not None and base[k].get(m) is not None]
+            cells.append(_signed_ci(summarize(deltas)) if deltas else DASH)
+        rows.append([run.name, str(len(shared)), *cells])
+    return ["## Paired differences", "",
+            f"Each run minus **{runs[0].name}** on the same questions, in points, with a 95% bootstrap CI over "
+            "questions; an interval that excludes 0 is a difference this sample supports.", "",
+            *_table(["run", "shared questions", *(METRICS[m] for m in metrics)], rows)]
+
+
+def _signed_ci(stat: dict) -> str:
+    lo, hi = stat["ci95"]
+    return f"{100 * stat['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
 
 def _category_stat(by_category: dict, category: Category, convention: str) -> dict | None:
@@ -540,7 +571,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path) -> Path:
         plots[title] = plot(runs, out_dir / name)
     lines = [*_header(runs),
              "## Overall", "", "Percent, mean over questions with a 95% percentile-bootstrap CI "
-             "(questions resampled).", "", *_overall(runs),
+             "(questions resampled).", "", *_overall(runs), *_paired(runs),
              *_by_category(runs), *_published(runs), *_seeds(runs), *_corrected(runs), *_operations(runs),
              *_costs(runs), *_judge(runs), *_settings(runs),
              "## Figures", "", *(f"![{title}]({p.name})\n" for title, p in plots.items() if p)]
