@@ -69,6 +69,20 @@ def test_training_changes_the_weights_and_resume_continues(built, tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3] and "val_reward" in rows[-1]
 
 
+@pytest.mark.parametrize("algo", ["grpo", "ppo", "sft"])
+def test_mixed_precision_path_runs_and_is_off_by_default_on_cpu(built, tmp_path, algo):
+    torch = __import__("torch")
+    assert Trainer(config(built, tmp_path, algo=algo, steps=1)).mixed_precision is False  # CPU: fp32
+    trainer = Trainer(config(built, tmp_path, algo=algo, steps=1, mixed_precision=True))  # the CUDA code path
+    before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters() if p.requires_grad}
+    trainer.train()
+    [row] = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(v == v and abs(v) != float("inf") for v in row.values() if isinstance(v, float))  # no NaN/inf
+    assert all(p.dtype == torch.float32 for p in trainer.policy.parameters())  # fp32 master weights
+    if algo == "sft":  # always a gradient: the weights must move
+        assert any(not (p.detach() == before[n]).all() for n, p in trainer.policy.named_parameters() if n in before)
+
+
 def test_manager_grpo_step_applies_decisions_to_forks(built, tmp_path, locomo_path):
     trainer = Trainer(config(built, tmp_path, agent="manager", data=locomo_path, steps=1))
     trainer.config.max_new_tokens = trainer.max_new_tokens = 6

@@ -110,7 +110,7 @@ class Critic(nn.Module):
             position_ids=position_ids_from_mask(attention_mask),
             use_cache=False,
         )
-        v = self.head(out.last_hidden_state.float()).squeeze(-1)  # (B, T): value after reading token t
+        v = self.head(out.last_hidden_state.float()).float().squeeze(-1)  # (B, T); fp32 under autocast too
         return torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], dim=1)  # (B, T): shift by one
 
     def save_pretrained(self, path: str | Path) -> None:

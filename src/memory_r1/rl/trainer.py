@@ -15,6 +15,7 @@ import json
 import random
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,6 +28,7 @@ from memory_r1.data import find_locomo, get_conversation, load_locomo
 from memory_r1.embeddings import DEFAULT_EMBEDDING_MODEL, load_embedder
 from memory_r1.llm import TransformersGenerator, load_generator, resolve_model
 from memory_r1.llm.base import GenerationConfig
+from memory_r1.llm.transformers_backend import default_device
 from memory_r1.pipeline import DEFAULT_MODEL
 from memory_r1.rl.core import batch_logprobs, sample_rollouts
 from memory_r1.rl.datasets import load_examples
@@ -81,6 +83,11 @@ class TrainConfig:
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     data: Path | None = None
     """locomo10.json, needed for manager training (the conversation's turn order)."""
+    device: str | None = None
+    """None: CUDA when available, else CPU."""
+    mixed_precision: bool | None = None
+    """bf16 autocast over fp32 master weights. None: on where supported (CUDA with bf16), off on CPU,
+    where bf16 matmuls are slower than fp32."""
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
@@ -102,8 +109,12 @@ class Trainer:
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         path = resolve_model(config.model)
+        self.device = torch.device(config.device) if config.device else default_device()
+        self.mixed_precision = config.mixed_precision
+        if self.mixed_precision is None:
+            self.mixed_precision = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.policy = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
+        self.policy = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).to(self.device)
         if config.lora:
             from peft import LoraConfig, get_peft_model
 
@@ -117,7 +128,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW([p for p in self.policy.parameters() if p.requires_grad], lr=lr)
         self.critic = self.critic_optimizer = None
         if config.algo == "ppo":
-            self.critic = Critic(AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32))
+            self.critic = Critic(AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).to(self.device))
             self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=config.ppo.critic_lr)
         self.max_new_tokens = min(config.max_new_tokens, algo.max_new_tokens)
         self.env = self._env(config.dataset)
@@ -150,11 +161,13 @@ class Trainer:
         while self.step < c.steps:
             rng.seed(c.seed * 100_003 + self.step)  # the same prompts after a resume
             examples = rng.sample(self.env.examples, min(c.prompts_per_step, len(self.env.examples)))
-            stats = self._sft_step(examples) if c.algo == "sft" else self._rl_step(examples)
+            with self._precision():
+                stats = self._sft_step(examples) if c.algo == "sft" else self._rl_step(examples)
             self.step += 1
             stats["step"] = self.step
             if self.val_env is not None and c.val_every and self.step % c.val_every == 0:
-                stats.update(self.validate())
+                with self._precision():
+                    stats.update(self.validate())
             with (c.out / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(stats) + "\n")
             if self.step % c.checkpoint_every == 0 or self.step == c.steps:
@@ -163,6 +176,12 @@ class Trainer:
                 on_step(stats)
         plot_curves(c.out / "metrics.jsonl", c.out / "training_curves.png")
         return self.save_final()
+
+    def _precision(self):
+        """bf16 autocast (weights and optimizer state stay fp32), or nothing."""
+        if not self.mixed_precision:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def _rl_step(self, examples: list[dict]) -> dict:
         c = self.config
@@ -176,7 +195,7 @@ class Trainer:
                                 old_logprobs=c.algo == "ppo")  # GRPO recomputes them only when off-policy
         rollout_s = time.perf_counter() - t0
         scored = [s for i, e in enumerate(examples) for s in self.env.score(e, batch.texts[i * group : (i + 1) * group])]
-        batch.rewards = torch.tensor([s.reward for s in scored], dtype=torch.float32)
+        batch.rewards = torch.tensor([s.reward for s in scored], dtype=torch.float32, device=self.device)
         t1 = time.perf_counter()
         if c.algo == "grpo":
             if c.grpo.beta > 0:
@@ -252,7 +271,8 @@ class Trainer:
         if self.critic is not None:
             torch.save(self.critic.state_dict(), tmp / "critic.pt")
             torch.save(self.critic_optimizer.state_dict(), tmp / "critic_optimizer.pt")
-        torch.save({"step": self.step, "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
+        torch.save({"step": self.step, "torch_rng": torch.get_rng_state(), "mixed_precision": self.mixed_precision},
+                   tmp / "state.pt")
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         return final
@@ -261,14 +281,15 @@ class Trainer:
         path = self.config.out / "checkpoint"
         if not (path / "state.pt").exists():
             return False
-        self.policy.load_state_dict(torch.load(path / "policy.pt"), strict=False)
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt"))
+        load = lambda name: torch.load(path / name, map_location=self.device)  # noqa: E731
+        self.policy.load_state_dict(load("policy.pt"), strict=False)
+        self.optimizer.load_state_dict(load("optimizer.pt"))
         if self.critic is not None:
-            self.critic.load_state_dict(torch.load(path / "critic.pt"))
-            self.critic_optimizer.load_state_dict(torch.load(path / "critic_optimizer.pt"))
+            self.critic.load_state_dict(load("critic.pt"))
+            self.critic_optimizer.load_state_dict(load("critic_optimizer.pt"))
         state = torch.load(path / "state.pt")
         self.step = state["step"]
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())
         metrics = self.config.out / "metrics.jsonl"  # drop rows logged after the checkpoint
         if metrics.exists():
             rows = [r for r in metrics.read_text().splitlines() if r and json.loads(r)["step"] <= self.step]
