@@ -69,6 +69,14 @@ def test_training_changes_the_weights_and_resume_continues(built, tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3] and "val_reward" in rows[-1]
 
 
+def test_validation_starts_with_the_base_model(built, tmp_path):
+    Trainer(config(built, tmp_path, steps=2, val_dataset=built / "answer", val_every=2)).train()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert set(rows[0]) == {"step", "val_reward", "val_format_failure_rate"} and "val_reward" in rows[2]
+    assert "val_reward" not in rows[1] and (tmp_path / "run" / "training_curves.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize("algo", ["grpo", "ppo", "sft"])
 def test_mixed_precision_path_runs_and_is_off_by_default_on_cpu(built, tmp_path, algo):
     torch = __import__("torch")

@@ -158,6 +158,11 @@ class Trainer:
         c.out.mkdir(parents=True, exist_ok=True)
         (c.out / "config.json").write_text(json.dumps(_jsonable(asdict(c)), indent=2))
         rng = random.Random(c.seed)
+        if self.step == 0 and self.val_env is not None and c.val_every:  # the base model's score, for reference
+            with self._precision():
+                row = {"step": 0, **self.validate()}
+            with (c.out / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps(row) + "\n")
         while self.step < c.steps:
             rng.seed(c.seed * 100_003 + self.step)  # the same prompts after a resume
             examples = rng.sample(self.env.examples, min(c.prompts_per_step, len(self.env.examples)))
