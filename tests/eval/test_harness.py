@@ -59,6 +59,8 @@ def test_rows_and_summary_add_up(conv30, tmp_path, scripted, make_system):
     assert {"extract", "manage", "search", "answer"} <= set(summary["latency_s"])
     assert summary["settings"]["prompts"]["answer"] == "answer-v1"
     assert summary["per_question"] == {r["key"]: r["scores"] for r in rows}  # what paired comparisons read
+    assert summary["compute_s"]["answer"] == pytest.approx(sum(r["latency_s"]["answer"] for r in rows), abs=0.1)
+    assert set(summary["compute_s"]) == {"search", "answer", "judge", "extract", "manage"}
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["overall"] == summary["overall"] and saved["run"]["system"] == "memory-r1"
 

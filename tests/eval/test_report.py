@@ -238,6 +238,9 @@ def test_paired_differences_use_only_shared_questions(tmp_path: Path):
     # shared: questions 1 and 2; F1 deltas +0.4 and 0 -> mean +20.0, the CI spans the two values
     assert "| memory-r1 (trained) | 2 | +20.0 [+0.0, +40.0] | +50.0 [+0.0, +100.0] |" in text  # no BLEU-1 given
     assert "minus **memory-r1 (base)**" in text
+    trained["compute_s"] = {"extract": 60.0, "manage": 600.0, "search": 0.6, "answer": 120.0, "judge": 0.0}
+    text = write_report([make_run(tmp_path / "c", "trained", trained)], tmp_path / "out3").read_text()
+    assert "| memory-r1 (trained) | 1.0 | 10.0 | 0.0 | 2.0 | 0.0 |" in text  # minutes, in STAGES order
     without = write_report([make_run(tmp_path / "b", "base", memory_r1_summary()),
                             make_run(tmp_path / "b", "trained", trained)], tmp_path / "out2").read_text()
     assert "Paired differences" not in without  # the base lacks per-question scores

@@ -209,7 +209,19 @@ def summarize_run(rows: list[dict], system: EvalSystem, config: EvalConfig, judg
         summary["judge"] = {"model": judge.model, "prompt_version": _judge_version(rows),
                             "failures": sum(1 for r in rows if r["judge"] and r["judge"]["label"] is None)}
     summary["latency_s"], summary["tokens"] = _costs(rows, records, judged=judge is not None)
+    summary["compute_s"] = _compute(rows, records)
     return summary
+
+
+def _compute(rows: list[dict], records_by_conversation: dict[str, list[TurnRecord] | None]) -> dict:
+    """Seconds spent per stage, summed over every row and turn on record: unlike `run.wall_s` (the last
+    invocation only) it counts all the work of a run resumed across sessions. Ingest stages describe the
+    bank, which a run that reuses a bank did not pay for."""
+    records = [r for found in records_by_conversation.values() for r in (found or [])]
+    totals = {stage: sum(r["latency_s"][stage] for r in rows) for stage in ("search", "answer", "judge")}
+    for stage in ("extract", "manage"):
+        totals[stage] = sum(getattr(r, stage).latency_s for r in records if getattr(r, stage) is not None)
+    return {k: round(v, 1) for k, v in totals.items()}
 
 
 def _records_of(system: EvalSystem, conversation: Conversation) -> list[TurnRecord] | None:

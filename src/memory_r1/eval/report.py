@@ -374,6 +374,12 @@ def _costs(runs: Sequence[Run]) -> list[str]:
     if tokens:
         lines += ["## Tokens per call", "",
                   *_table(["run", "stage", "prompt", "completion", "calls"], tokens)]
+    compute = [[r.name, *(f"{r.summary['compute_s'].get(s, 0) / 60:.1f}" for s in STAGES)]
+               for r in runs if isinstance(r.summary.get("compute_s"), dict)]
+    if compute:
+        lines += ["## Compute", "", "Minutes in each stage, summed over all invocations of a resumed run; ingest "
+                  "stages count the bank's construction, which a run reusing that bank did not repeat.", "",
+                  *_table(["run", *STAGES], compute)]
     return lines
 
 
