@@ -241,6 +241,7 @@ def test_paired_differences_use_only_shared_questions(tmp_path: Path):
     trained["compute_s"] = {"extract": 60.0, "manage": 600.0, "search": 0.6, "answer": 120.0, "judge": 0.0}
     text = write_report([make_run(tmp_path / "c", "trained", trained)], tmp_path / "out3").read_text()
     assert "| memory-r1 (trained) | 1.0 | 10.0 | 0.0 | 2.0 | 0.0 |" in text  # minutes, in STAGES order
+    assert "| 0, 1 | 2530.4 | 13.0 |" in text  # header: last invocation's wall time, then total compute
     without = write_report([make_run(tmp_path / "b", "base", memory_r1_summary()),
                             make_run(tmp_path / "b", "trained", trained)], tmp_path / "out2").read_text()
     assert "Paired differences" not in without  # the base lacks per-question scores

@@ -178,11 +178,17 @@ def _header(runs: Sequence[Run]) -> list[str]:
         info = r.summary.get("run") or {}
         seeds = info.get("seeds") or []
         rows.append([r.name, str(info.get("split", "?")), str(r.summary.get("questions", DASH)),
-                     ", ".join(map(str, seeds)) or DASH, _seconds(info.get("wall_s")),
+                     ", ".join(map(str, seeds)) or DASH, _seconds(info.get("wall_s")), _compute_minutes(r.summary),
                      str(info.get("finished_at", DASH))])
-    lines += _table(["run", "split", "questions", "seeds", "wall time (s)", "finished"], rows)
+    lines += _table(["run", "split", "questions", "seeds", "last invocation (s)", "compute (min)", "finished"], rows)
     lines += [f"- {r.name}: `{(r.summary.get('run') or {}).get('command', '?')}`" for r in runs] + [""]
     return lines
+
+
+def _compute_minutes(summary: dict) -> str:
+    """All stages of a run, across the invocations that resumed it (see the Compute section)."""
+    compute = summary.get("compute_s")
+    return f"{sum(compute.values()) / 60:.1f}" if isinstance(compute, dict) else DASH
 
 
 def _overall(runs: Sequence[Run]) -> list[str]:
