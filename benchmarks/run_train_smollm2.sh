@@ -9,7 +9,7 @@
 #      base bank; manager: sessions 1-3, re-ingested by the trained manager).
 #
 # Steps: the cpu-small preset's 20 did not fit beside the #3 evaluation on 2 cores (an answer update over
-# 8 rollouts of ~1.4k tokens takes ~2.5 min on one core; PPO adds the critic), so the committed runs use
+# 8 rollouts of ~1.3k tokens took a median 164 s, PPO with its critic 321 s), so the committed runs use
 # 10 GRPO / 5 PPO / 10 manager steps, with validation on 40 conv-30 tuples every 5 / 4 steps.
 # Reward F1 instead of the paper's EM: the untrained 135M model almost never answers exactly, so EM groups are
 # all zero and carry no gradient. Resumable: rerun the same command; finished stages are skipped.

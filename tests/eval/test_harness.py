@@ -21,6 +21,7 @@ from memory_r1.eval.harness import (
 from memory_r1.eval.judge import Judge
 from memory_r1.eval.metrics import f1_score
 from memory_r1.eval.systems import FullContextSystem, PipelineSystem, TurnRetrievalSystem
+from memory_r1.records import Usage
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +60,15 @@ def test_rows_and_summary_add_up(conv30, tmp_path, scripted, make_system):
     assert {"extract", "manage", "search", "answer"} <= set(summary["latency_s"])
     assert summary["settings"]["prompts"]["answer"] == "answer-v1"
     assert summary["per_question"] == {r["key"]: r["scores"] for r in rows}  # what paired comparisons read
-    assert summary["compute_s"]["answer"] == pytest.approx(sum(r["latency_s"]["answer"] for r in rows), abs=0.1)
-    assert set(summary["compute_s"]) == {"search", "answer", "judge", "extract", "manage"}
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["overall"] == summary["overall"] and saved["run"]["system"] == "memory-r1"
 
 
 def test_interrupted_run_resumes_without_repeating_an_answer(conv30, tmp_path, scripted, make_system):
     generator = scripted()
+    replies = generator.generate
+    generator.generate = lambda prompts, config: [  # every call "takes" one second, to count compute
+        replace(g, usage=Usage(g.usage.prompt_tokens, g.usage.completion_tokens, 1.0)) for g in replies(prompts, config)]
     system = memory_r1(make_system, generator)
 
     class Stop(Exception):
@@ -90,6 +92,9 @@ def test_interrupted_run_resumes_without_repeating_an_answer(conv30, tmp_path, s
     rows = read_results(tmp_path / "run" / "results.jsonl")
     assert len({r["key"] for r in rows}) == len(rows) == summary["questions"]
     assert generator.calls - calls == summary["questions"] - 2  # one generation per remaining question
+    # compute counts both invocations (wall_s only the last): one second per question and per manager call
+    assert summary["compute_s"]["answer"] == summary["questions"]
+    assert summary["compute_s"]["manage"] == summary["operations"]["decisions"] > 0
 
 
 def test_a_results_dir_of_another_run_is_refused(conv30, tmp_path, scripted, make_system):

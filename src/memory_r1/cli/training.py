@@ -91,6 +91,14 @@ def _dataset_system(model: str, backend: str, base_url: str | None, embedding_mo
     return MemorySystem.from_config(config, bank)
 
 
+def _build_with_progress(build, system: MemorySystem, conv, out: Path, stage: str, kind: str) -> None:
+    """Run a dataset builder (it ingests turn by turn) under a progress bar and say what it wrote."""
+    with progress_bar() as progress:
+        task = progress.add_task(f"{stage} {conv.sample_id}", total=len(conv.turns))
+        examples = build(system, conv, out, on_turn=lambda _t: progress.advance(task))
+    console.print(f"{len(examples)} {kind} examples in {out / f'{kind}.jsonl'}")
+
+
 @data_app.command("build-manager")
 @user_errors
 def data_build_manager(
@@ -108,10 +116,7 @@ def data_build_manager(
 
     conv = load_conversation(data, conversation, sessions)
     teacher = _dataset_system(model, backend, base_url, embedding_model, out / "teacher.db")
-    with progress_bar() as progress:
-        task = progress.add_task(f"teacher {conv.sample_id}", total=len(conv.turns))
-        examples = build_manager_dataset(teacher, conv, out, on_turn=lambda _t: progress.advance(task))
-    console.print(f"{len(examples)} manager examples in {out / 'manager.jsonl'}")
+    _build_with_progress(build_manager_dataset, teacher, conv, out, "teacher", "manager")
 
 
 @data_app.command("build-answer")
@@ -131,9 +136,6 @@ def data_build_answer(
 
     conv = load_conversation(data, conversation, sessions)
     system = _dataset_system(manager_model, backend, base_url, embedding_model, out / "bank.db")
-    with progress_bar() as progress:
-        task = progress.add_task(f"ingest {conv.sample_id}", total=len(conv.turns))
-        examples = build_answer_dataset(system, conv, out, on_turn=lambda _t: progress.advance(task))
-    console.print(f"{len(examples)} answer examples in {out / 'answer.jsonl'}")
+    _build_with_progress(build_answer_dataset, system, conv, out, "ingest", "answer")
 
 

@@ -160,9 +160,7 @@ class Trainer:
         rng = random.Random(c.seed)
         if self.step == 0 and self.val_env is not None and c.val_every:  # the base model's score, for reference
             with self._precision():
-                row = {"step": 0, **self.validate()}
-            with (c.out / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps(row) + "\n")
+                self._log({"step": 0, **self.validate()})
         while self.step < c.steps:
             rng.seed(c.seed * 100_003 + self.step)  # the same prompts after a resume
             examples = rng.sample(self.env.examples, min(c.prompts_per_step, len(self.env.examples)))
@@ -173,14 +171,17 @@ class Trainer:
             if self.val_env is not None and c.val_every and self.step % c.val_every == 0:
                 with self._precision():
                     stats.update(self.validate())
-            with (c.out / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps(stats) + "\n")
+            self._log(stats)
             if self.step % c.checkpoint_every == 0 or self.step == c.steps:
                 self.save_checkpoint()
             if on_step:
                 on_step(stats)
         plot_curves(c.out / "metrics.jsonl", c.out / "training_curves.png")
         return self.save_final()
+
+    def _log(self, row: dict) -> None:
+        with (self.config.out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
 
     def _precision(self):
         """bf16 autocast (weights and optimizer state stay fp32), or nothing."""
@@ -286,7 +287,9 @@ class Trainer:
         path = self.config.out / "checkpoint"
         if not (path / "state.pt").exists():
             return False
-        load = lambda name: torch.load(path / name, map_location=self.device)  # noqa: E731
+        def load(name: str):
+            return torch.load(path / name, map_location=self.device)
+
         self.policy.load_state_dict(load("policy.pt"), strict=False)
         self.optimizer.load_state_dict(load("optimizer.pt"))
         if self.critic is not None:
