@@ -20,6 +20,7 @@ from memory_r1.eval.harness import (
 )
 from memory_r1.eval.judge import Judge
 from memory_r1.eval.metrics import f1_score
+from memory_r1.eval.records import RunSummary
 from memory_r1.eval.systems import FullContextSystem, PipelineSystem, TurnRetrievalSystem
 from memory_r1.records import Usage
 
@@ -38,12 +39,18 @@ def memory_r1(make_system, generator, distill=True):
 
 
 def run(system, conv, tmp_path, config=EvalConfig(batch_size=2), **kw):
-    return run_eval(system, [conv], config, tmp_path / "run", banks_dir=tmp_path / "banks", **kw)
+    """The summary as `summary.json` holds it: these tests pin the file format down."""
+    return run_eval(system, [conv], config, tmp_path / "run", banks_dir=tmp_path / "banks", **kw).to_json()
+
+
+def rows_of(path):
+    """results.jsonl rows as written on disk, read back through `ResultRow`."""
+    return [r.to_json() for r in read_results(path)]
 
 
 def test_rows_and_summary_add_up(conv30, tmp_path, scripted, make_system):
     summary = run(memory_r1(make_system, scripted()), conv30, tmp_path)
-    rows = read_results(tmp_path / "run" / "results.jsonl")
+    rows = rows_of(tmp_path / "run" / "results.jsonl")
     questions = [q for q in conv30.qa if q.answer is not None and q.category != 5]
     assert len(rows) == len(questions) == summary["questions"]
     assert {r["qa_index"] for r in rows} == {q.index for q in questions}
@@ -62,6 +69,9 @@ def test_rows_and_summary_add_up(conv30, tmp_path, scripted, make_system):
     assert summary["per_question"] == {r["key"]: r["scores"] for r in rows}  # what paired comparisons read
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["overall"] == summary["overall"] and saved["run"]["system"] == "memory-r1"
+    typed = RunSummary.from_json(saved)  # the typed view reads what the file holds, and writes it back
+    assert json.dumps(typed.to_json()) == json.dumps(saved)  # NaN-safe: empty categories hold NaN means
+    assert typed.operations is not None and typed.operations.counts["ADD"] == ops["ADD"]
 
 
 def test_interrupted_run_resumes_without_repeating_an_answer(conv30, tmp_path, scripted, make_system):
@@ -83,13 +93,13 @@ def test_interrupted_run_resumes_without_repeating_an_answer(conv30, tmp_path, s
 
     with pytest.raises(Stop):
         run(system, conv30, tmp_path, callbacks=Callbacks(on_questions=on_questions))
-    first = read_results(tmp_path / "run" / "results.jsonl")
+    first = rows_of(tmp_path / "run" / "results.jsonl")
     assert len(first) == 2
     with (tmp_path / "run" / "results.jsonl").open("a") as f:
         f.write('{"key": "0/conv-30/9", "torn')  # a crash mid-write
     calls = generator.calls
     summary = run(system, conv30, tmp_path)
-    rows = read_results(tmp_path / "run" / "results.jsonl")
+    rows = rows_of(tmp_path / "run" / "results.jsonl")
     assert len({r["key"] for r in rows}) == len(rows) == summary["questions"]
     assert generator.calls - calls == summary["questions"] - 2  # one generation per remaining question
     # compute counts both invocations (wall_s only the last): one second per question and per manager call
@@ -107,7 +117,7 @@ def test_prompted_shares_the_memory_r1_bank(conv30, tmp_path, scripted, make_sys
     run(memory_r1(make_system, scripted()), conv30, tmp_path)
     generator = scripted()
     prompted = memory_r1(make_system, generator, distill=False)
-    summary = run_eval(prompted, [conv30], EvalConfig(), tmp_path / "prompted", banks_dir=tmp_path / "banks")
+    summary = run_eval(prompted, [conv30], EvalConfig(), tmp_path / "prompted", banks_dir=tmp_path / "banks").to_json()
     assert generator.calls == summary["questions"]  # answers only: no extraction or manager call, the bank was reused
     assert summary["settings"]["prompts"]["answer"] == "answer-direct-v1"
     assert len(list((tmp_path / "banks").glob("*.db"))) == 1
@@ -118,7 +128,7 @@ def test_a_session_subset_reuses_the_full_bank_and_counts_only_its_turns(locomo_
     run(memory_r1(make_system, scripted()), full, tmp_path)
     generator = scripted()
     subset = run_eval(memory_r1(make_system, generator), [full], EvalConfig(sessions="1"), tmp_path / "subset",
-                      banks_dir=tmp_path / "banks")
+                      banks_dir=tmp_path / "banks").to_json()
     first = select_sessions(full, {1})
     asked = [q for q in first.qa if q.answer is not None and q.category != 5]
     assert subset["questions"] == len(asked) < len([q for q in full.qa if q.category != 5])
@@ -139,7 +149,7 @@ def test_judge_and_corrected_labels(conv30, tmp_path, scripted, make_system):
     judge = Judge(scripted(lambda m: 'Same date. {"label": "CORRECT"}' if "7 May 2023" in m[-1]["content"].split(
         "Reference answer:")[1].split("\n")[0] else "hmm"), cache_path=tmp_path / "judge.db")
     summary = run(memory_r1(make_system, scripted()), conv30, tmp_path, config=EvalConfig(corrections=fixes), judge=judge)
-    rows = read_results(tmp_path / "run" / "results.jsonl")
+    rows = rows_of(tmp_path / "run" / "results.jsonl")
     corrected = [r for r in rows if "corrected_gold" in r]
     assert len(corrected) == 1 and corrected[0]["corrected_scores"]["f1"] == 1.0
     assert corrected[0]["corrected_scores"]["j"] == 1.0
@@ -168,13 +178,13 @@ def test_bad_corrections_are_refused(conv30, tmp_path, entry, message):
 def test_rag_and_full_context_on_the_tiny_model(conv30, tmp_path, tiny_generator):
     embedder = HashingEmbedder()
     rag = TurnRetrievalSystem(embedder, AnswerAgent(tiny_generator, embedder, AnswerConfig(max_new_tokens=8, distill=False)))
-    summary = run_eval(rag, [conv30], EvalConfig(limit=2), tmp_path / "rag", banks_dir=tmp_path / "banks")
-    rows = read_results(tmp_path / "rag" / "results.jsonl")
+    summary = run_eval(rag, [conv30], EvalConfig(limit=2), tmp_path / "rag", banks_dir=tmp_path / "banks").to_json()
+    rows = rows_of(tmp_path / "rag" / "results.jsonl")
     assert summary["operations"] is None and len(rows) == 2
     assert all(r["retrieved"] == min(60, len(conv30.turns)) for r in rows)
 
     full = FullContextSystem(tiny_generator, AnswerConfig(max_new_tokens=8), context_tokens=1200)
-    summary = run_eval(full, [conv30], EvalConfig(limit=2), tmp_path / "full", banks_dir=tmp_path / "banks")
+    summary = run_eval(full, [conv30], EvalConfig(limit=2), tmp_path / "full", banks_dir=tmp_path / "banks").to_json()
     assert 0 < summary["settings"]["dropped_turns"]["conv-30"] < len(conv30.turns)
     assert summary["questions"] == 2
 
@@ -187,7 +197,7 @@ def test_sampled_seeds_report_mean_and_spread(conv30, tmp_path, tiny_generator, 
     summary = run(PipelineSystem("memory-r1", agents), conv30, tmp_path, config=EvalConfig(seeds=(0, 1), limit=2))
     assert set(summary["seeds"]["per_seed"]) == {"0", "1"}
     assert summary["seeds"]["std"]["f1"] >= 0.0 and summary["questions"] == 2
-    assert len(read_results(tmp_path / "run" / "results.jsonl")) == 4
+    assert len(rows_of(tmp_path / "run" / "results.jsonl")) == 4
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from memory_r1.cli.common import (
     user_errors,
 )
 from memory_r1.data import find_locomo, load_locomo
+from memory_r1.eval.records import RunInfo, RunSummary, Stat
 from memory_r1.pipeline import DEFAULT_MODEL, PipelineConfig
 
 # ---------------------------------------------------------------- evaluation
@@ -84,7 +85,7 @@ def evaluate(
         summary = run_eval(evaluated, conversations, config, out, banks_dir=banks, judge=judge,
                            command=shlex.join(["memory-r1", *sys.argv[1:]]), callbacks=callbacks)
     _print_summary(summary)
-    console.print(f"results in {out}/ (results.jsonl, summary.json); wall {summary['run']['wall_s']:.0f} s")
+    console.print(f"results in {out}/ (results.jsonl, summary.json); wall {(summary.run or RunInfo()).wall_s or 0:.0f} s")
 
 
 def _load_judge(model: str, backend: str, base_url: str | None):
@@ -98,27 +99,31 @@ def _load_judge(model: str, backend: str, base_url: str | None):
     return Judge(load_generator(model, backend=backend, base_url=base_url), cache_path=cache)
 
 
-def _print_summary(summary: dict) -> None:
-    metrics = [m for m in ("f1", "bleu1", "em", "j") if m in summary["overall"]]
+def _print_summary(summary: RunSummary) -> None:
+    metrics = [m for m in ("f1", "bleu1", "em", "j") if m in summary.overall]
     names = {"f1": "F1", "bleu1": "BLEU-1", "em": "EM", "j": "J"}
-    table = Table(title=f"{summary['run']['system']} on {summary['run']['split']}: {summary['questions']} questions")
+    run = summary.run or RunInfo()
+    table = Table(title=f"{run.system} on {run.split}: {summary.questions} questions")
     table.add_column("category")
     table.add_column("n", justify="right")
     for m in metrics:
         table.add_column(names[m] + " [95% CI]", justify="right")
 
-    def cell(s: dict) -> str:
-        return f"{100 * s['mean']:.1f} [{100 * s['ci95'][0]:.1f}, {100 * s['ci95'][1]:.1f}]" if s["n"] else "-"
+    def cell(s: Stat) -> str:
+        if not s.n or s.mean is None or s.ci95 is None:
+            return "-"
+        return f"{100 * s.mean:.1f} [{100 * s.ci95[0]:.1f}, {100 * s.ci95[1]:.1f}]"
 
     for label in ("Single Hop", "Multi-Hop", "Open Domain", "Temporal"):
-        entry = summary["by_category"]["paper"][label]
-        table.add_row(label, str(entry["n"]), *(cell(entry[m]) for m in metrics))
-    table.add_row("Overall", str(summary["overall"][metrics[0]]["n"]), *(cell(summary["overall"][m]) for m in metrics))
+        entry = summary.by_category["paper"][label]
+        table.add_row(label, str(entry.n), *(cell(entry.scores[m]) for m in metrics))
+    overall = summary.overall
+    table.add_row("Overall", str(overall[metrics[0]].n), *(cell(overall[m]) for m in metrics))
     console.print(table)
-    if summary.get("operations"):
-        ops = summary["operations"]
-        console.print(f"operations: ADD {ops['ADD']}, UPDATE {ops['UPDATE']}, DELETE {ops['DELETE']}, NOOP {ops['NOOP']}; "
-                      f"unparsable decisions {100 * ops['parse_failure_rate']:.0f}%")
+    if summary.operations:
+        ops = summary.operations
+        console.print(f"operations: {', '.join(f'{op} {ops.counts[op]}' for op in ops.counts)}; "
+                      f"unparsable decisions {100 * (ops.parse_failure_rate or 0.0):.0f}%")
 
 
 @app.command()

@@ -16,20 +16,37 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from memory_r1 import __version__
 from memory_r1.data import select_sessions, split_conversations
-from memory_r1.eval.judge import Judge, JudgeItem
+from memory_r1.eval.judge import Judge, JudgeItem, JudgeResult
 from memory_r1.eval.metrics import score_answer
+from memory_r1.eval.records import (
+    FORMAT,
+    OPERATIONS,
+    ByCategory,
+    CategoryScores,
+    Corrected,
+    JudgeRecord,
+    JudgeSummary,
+    MetricScores,
+    OperationStats,
+    Percentiles,
+    ResultRow,
+    RunInfo,
+    RunSummary,
+    SeedSpread,
+    StageTokens,
+    Stat,
+)
 from memory_r1.eval.stats import mean_std, percentiles, summarize
 from memory_r1.eval.systems import EvalSystem
 from memory_r1.pipeline import TurnRecord
 from memory_r1.records import Category, Conversation, QAItem
 
-FORMAT = "memory-r1-eval/1"
 METRICS = ("f1", "bleu1", "em")
 
 
@@ -74,14 +91,14 @@ def run_eval(
     judge: Judge | None = None,
     command: str = "",
     callbacks: Callbacks | None = None,
-) -> dict:
+) -> RunSummary:
     callbacks = callbacks or Callbacks()
     out_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc).isoformat()
     _check_or_write_run(out_dir, system, config)
     results_path = out_dir / "results.jsonl"
     _drop_torn_tail(results_path)
-    done = {row["key"] for row in read_results(results_path)}
+    done = {row.key for row in read_results(results_path)}
     start = time.perf_counter()
 
     for conversation in _select(conversations, config):
@@ -98,17 +115,17 @@ def run_eval(
 
     rows = read_results(results_path)
     summary = summarize_run(rows, system, config, judge, conversations=_select(conversations, config))
-    summary["run"] = {
-        "system": system.name,
-        "split": config.split,
-        "seeds": list(config.seeds),
-        "started_at": started,
-        "finished_at": datetime.now(timezone.utc).isoformat(),
-        "wall_s": round(time.perf_counter() - start, 1),
-        "command": command,
-        "banks_dir": str(banks_dir),
-    }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary = replace(summary, run=RunInfo(
+        system=system.name,
+        split=config.split,
+        seeds=list(config.seeds),
+        started_at=started,
+        finished_at=datetime.now(timezone.utc).isoformat(),
+        wall_s=round(time.perf_counter() - start, 1),
+        command=command,
+        banks_dir=str(banks_dir),
+    ))
+    (out_dir / "summary.json").write_text(json.dumps(summary.to_json(), indent=2))
     return summary
 
 
@@ -116,8 +133,9 @@ def run_eval(
 
 
 def _answer_batch(
-    system: EvalSystem, conversation: Conversation, batch: list[QAItem], seed: int, config: EvalConfig, judge: Judge | None
-) -> list[dict]:
+    system: EvalSystem, conversation: Conversation, batch: list[QAItem], seed: int, config: EvalConfig,
+    judge: Judge | None,
+) -> list[ResultRow]:
     answers = system.answer(conversation, batch, seed if len(config.seeds) > 1 else None)
     golds = [str(q.answer) for q in batch]
     corrected = [config.corrections.get((q.sample_id, q.index)) for q in batch]
@@ -133,35 +151,37 @@ def _answer_batch(
         judge_s = (time.perf_counter() - t0) / len(batch)
     rows = []
     for i, (q, answer) in enumerate(zip(batch, answers, strict=True)):
-        scores = score_answer(answer.answer, golds[i])
+        scores: MetricScores = dict(score_answer(answer.answer, golds[i]))
         if judged[i] is not None:
             scores["j"] = _j(judged[i])
-        row = {
-            "key": _key(seed, q),
-            "seed": seed,
-            "sample_id": q.sample_id,
-            "qa_index": q.index,
-            "category": int(q.category),
-            "question": q.question,
-            "gold": golds[i],
-            "prediction": answer.answer,
-            "scores": scores,
-            "selected_memory_ids": list(answer.selected_memory_ids),
-            "selected_memories": [m.entry.text for m in answer.retrieved if m.entry.id in answer.selected_memory_ids],
-            "retrieved": len(answer.retrieved),
-            "raw_output": answer.raw_output,
-            "parse_error": answer.parse_error,
-            "prompt_version": answer.prompt_version,
-            "latency_s": {"search": answer.search_s, "answer": answer.usage.latency_s, "judge": judge_s},
-            "tokens": {"prompt": answer.usage.prompt_tokens, "completion": answer.usage.completion_tokens},
-            "judge": _judge_row(judged[i]),
-        }
-        if corrected[i]:
-            row["corrected_gold"] = corrected[i]
-            row["corrected_scores"] = score_answer(answer.answer, corrected[i])
+        corrected_scores: MetricScores | None = None
+        fixed = corrected[i]
+        if fixed:
+            corrected_scores = dict(score_answer(answer.answer, fixed))
             if judged_corrected[i] is not None:
-                row["corrected_scores"]["j"] = _j(judged_corrected[i])
-        rows.append(row)
+                corrected_scores["j"] = _j(judged_corrected[i])
+        rows.append(ResultRow(
+            key=_key(seed, q),
+            seed=seed,
+            sample_id=q.sample_id,
+            qa_index=q.index,
+            category=int(q.category),
+            question=q.question,
+            gold=golds[i],
+            prediction=answer.answer,
+            scores=scores,
+            selected_memory_ids=list(answer.selected_memory_ids),
+            selected_memories=[m.entry.text for m in answer.retrieved if m.entry.id in answer.selected_memory_ids],
+            retrieved=len(answer.retrieved),
+            raw_output=answer.raw_output,
+            parse_error=answer.parse_error,
+            prompt_version=answer.prompt_version,
+            latency_s={"search": answer.search_s, "answer": answer.usage.latency_s, "judge": judge_s},
+            tokens={"prompt": answer.usage.prompt_tokens, "completion": answer.usage.completion_tokens},
+            judge=_judge_record(judged[i]),
+            corrected_gold=fixed or None,
+            corrected_scores=corrected_scores,
+        ))
     return rows
 
 
@@ -169,58 +189,55 @@ def _j(result) -> float | None:
     return None if result.label is None else float(result.label == "CORRECT")
 
 
-def _judge_row(result) -> dict | None:
+def _judge_record(result: JudgeResult | None) -> JudgeRecord | None:
     if result is None:
         return None
-    return {"label": result.label, "reasoning": result.reasoning, "raw_output": result.raw_output,
-            "model": result.model, "prompt_version": result.prompt_version, "cached": result.cached, "error": result.error}
+    return JudgeRecord(result.label, result.reasoning, result.raw_output, result.model, result.prompt_version,
+                       result.cached, result.error)
 
 
 # ---------------------------------------------------------------- summary
 
 
-def summarize_run(rows: list[dict], system: EvalSystem, config: EvalConfig, judge: Judge | None,
-                  conversations: Sequence[Conversation]) -> dict:
+def summarize_run(rows: list[ResultRow], system: EvalSystem, config: EvalConfig, judge: Judge | None,
+                  conversations: Sequence[Conversation]) -> RunSummary:
     metrics = METRICS + (("j",) if judge is not None else ())
     records = {c.sample_id: _records_of(system, c) for c in conversations}  # read each turn log once
-    summary: dict = {
-        "format": FORMAT,
-        "memory_r1_version": __version__,
-        "settings": system.settings(),
-        "questions": len({(r["sample_id"], r["qa_index"]) for r in rows}),
-        "overall": _scores(rows, metrics, "scores"),
-        "by_category": _by_category(rows, metrics, "scores"),
-        "seeds": _seeds(rows, metrics),
-        "corrected": None,
-        "judge": None,
-        "operations": _operations(records),
-        "latency_s": {},
-        "tokens": {},
-        "per_question": {r["key"]: {m: r["scores"].get(m) for m in metrics} for r in rows},
-    }
+    corrected = None
     if config.corrections:
-        fixed = [{**r, "scores": r.get("corrected_scores", r["scores"])} for r in rows]
-        summary["corrected"] = {
-            "overall": _scores(fixed, metrics, "scores"),
-            "by_category": _by_category(fixed, metrics, "scores"),
-            "changed": sum("corrected_gold" in r for r in rows),
-        }
+        fixed = [replace(r, scores=r.corrected_scores) if r.corrected_scores is not None else r for r in rows]
+        corrected = Corrected(overall=_scores(fixed, metrics), by_category=_by_category(fixed, metrics),
+                              changed=sum(r.corrected_gold is not None for r in rows))
+    judged = None
     if judge is not None:
-        summary["judge"] = {"model": judge.model, "prompt_version": _judge_version(rows),
-                            "failures": sum(1 for r in rows if r["judge"] and r["judge"]["label"] is None)}
-    summary["latency_s"], summary["tokens"] = _costs(rows, records, judged=judge is not None)
-    summary["compute_s"] = _compute(rows, records)
-    return summary
+        judged = JudgeSummary(model=judge.model, prompt_version=_judge_version(rows),
+                              failures=sum(1 for r in rows if r.judge and r.judge.label is None))
+    latency, tokens = _costs(rows, records, judged=judge is not None)
+    return RunSummary(
+        memory_r1_version=__version__,
+        settings=system.settings(),
+        questions=len({(r.sample_id, r.qa_index) for r in rows}),
+        overall=_scores(rows, metrics),
+        by_category=_by_category(rows, metrics),
+        seeds=_seeds(rows, metrics),
+        corrected=corrected,
+        judge=judged,
+        operations=_operations(records),
+        latency_s=latency,
+        tokens=tokens,
+        per_question={r.key: {m: r.scores.get(m) for m in metrics} for r in rows},
+        compute_s=_compute(rows, records),
+    )
 
 
-def _compute(rows: list[dict], records_by_conversation: dict[str, list[TurnRecord] | None]) -> dict:
+def _compute(rows: list[ResultRow], records_by_conversation: dict[str, list[TurnRecord] | None]) -> dict[str, float]:
     """Seconds spent per stage, summed over every row and turn on record: unlike `run.wall_s` (the last
     invocation only) it counts all the work of a run resumed across sessions. Ingest stages describe the
     bank, which a run that reuses a bank did not pay for."""
     records = [r for found in records_by_conversation.values() for r in (found or [])]
-    totals = {stage: sum(r["latency_s"][stage] for r in rows) for stage in ("search", "answer", "judge")}
-    for stage in ("extract", "manage"):
-        totals[stage] = sum(getattr(r, stage).latency_s for r in records if getattr(r, stage) is not None)
+    totals = {stage: sum(r.latency_s[stage] for r in rows) for stage in ("search", "answer", "judge")}
+    totals["extract"] = sum(r.extract.latency_s for r in records)
+    totals["manage"] = sum(r.manage.latency_s for r in records if r.manage is not None)
     return {k: round(v, 1) for k, v in totals.items()}
 
 
@@ -233,53 +250,58 @@ def _records_of(system: EvalSystem, conversation: Conversation) -> list[TurnReco
     return [r for r in found if r.dia_id in wanted]
 
 
-def _scores(rows: list[dict], metrics: Sequence[str], field_name: str) -> dict:
+def _scores(rows: Sequence[ResultRow], metrics: Sequence[str]) -> dict[str, Stat]:
     out = {}
     for metric in metrics:
-        values = [r[field_name][metric] for r in rows if r[field_name].get(metric) is not None]
-        out[metric] = summarize(values)
+        values = [v for r in rows if (v := r.scores.get(metric)) is not None]
+        out[metric] = _stat(values)
     return out
 
 
-def _by_category(rows: list[dict], metrics: Sequence[str], field_name: str) -> dict:
-    tables: dict[str, dict] = {"paper": {}, "locomo": {}}
+def _stat(values: Sequence[float]) -> Stat:
+    found = summarize(values)
+    lo, hi = found["ci95"]
+    return Stat(found["mean"], (lo, hi), found["n"])
+
+
+def _by_category(rows: Sequence[ResultRow], metrics: Sequence[str]) -> ByCategory:
+    tables: ByCategory = {"paper": {}, "locomo": {}}
     for category in (Category(c) for c in (1, 2, 3, 4)):
-        subset = [r for r in rows if r["category"] == category]
-        entry = {**_scores(subset, metrics, field_name), "n": len(subset)}
+        subset = [r for r in rows if r.category == category]
+        entry = CategoryScores(_scores(subset, metrics), len(subset))
         tables["paper"][category.paper_label] = entry
         tables["locomo"][category.locomo_label] = entry
     return tables
 
 
-def _seeds(rows: list[dict], metrics: Sequence[str]) -> dict:
-    per_seed = {}
-    for seed in sorted({r["seed"] for r in rows}):
-        subset = [r for r in rows if r["seed"] == seed]
-        per_seed[str(seed)] = {m: _scores(subset, [m], "scores")[m]["mean"] for m in metrics}
-    spread = {m: mean_std([s[m] for s in per_seed.values()]) for m in metrics}
-    return {"per_seed": per_seed, "mean": {m: v["mean"] for m, v in spread.items()},
-            "std": {m: v["std"] for m, v in spread.items()}}
+def _seeds(rows: Sequence[ResultRow], metrics: Sequence[str]) -> SeedSpread:
+    per_seed: dict[str, dict[str, float | None]] = {}
+    for seed in sorted({r.seed for r in rows}):
+        subset = [r for r in rows if r.seed == seed]
+        per_seed[str(seed)] = {m: _scores(subset, [m])[m].mean for m in metrics}
+    spread = {m: mean_std([v for s in per_seed.values() if (v := s[m]) is not None]) for m in metrics}
+    return SeedSpread(per_seed, {m: v["mean"] for m, v in spread.items()}, {m: v["std"] for m, v in spread.items()})
 
 
-def _operations(records: dict[str, list[TurnRecord] | None]) -> dict | None:
+def _operations(records: dict[str, list[TurnRecord] | None]) -> OperationStats | None:
     if any(found is None for found in records.values()):
         return None  # a system without a Memory Manager
-    every = [r for rs in records.values() for r in rs]
-    ops = Counter()
+    every = [r for rs in records.values() for r in (rs or [])]
+    ops: Counter[str] = Counter()
     for r in every:
         ops.update(r.operations)
     decisions = sum(r.manage is not None for r in every)
     unparsable = sum(r.unparsable for r in every)
-    return {
-        **{event: ops.get(event, 0) for event in ("ADD", "UPDATE", "DELETE", "NOOP")},
-        "rejected": sum(r.rejected for r in every),
-        "decisions": decisions,
-        "unparsable_decisions": unparsable,
-        "parse_failure_rate": unparsable / decisions if decisions else 0.0,
-        "extract_failures": sum(r.extract_error is not None for r in every),
-        "turns": len(every),
-        "bank_size": {sid: _bank_sizes(rs) for sid, rs in records.items()},
-    }
+    return OperationStats(
+        counts={event: ops.get(event, 0) for event in OPERATIONS},
+        rejected=sum(r.rejected for r in every),
+        decisions=decisions,
+        unparsable_decisions=unparsable,
+        parse_failure_rate=unparsable / decisions if decisions else 0.0,
+        extract_failures=sum(r.extract_error is not None for r in every),
+        turns=len(every),
+        bank_size={sid: _bank_sizes(rs or []) for sid, rs in records.items()},
+    )
 
 
 def _bank_sizes(records: list[TurnRecord]) -> list[list[int]]:
@@ -292,47 +314,54 @@ def _bank_sizes(records: list[TurnRecord]) -> list[list[int]]:
     return sizes
 
 
-def _costs(rows: list[dict], records_by_conversation: dict[str, list[TurnRecord] | None], judged: bool) -> tuple[dict, dict]:
-    latency = {
-        "search": percentiles([r["latency_s"]["search"] for r in rows]),
-        "answer": percentiles([r["latency_s"]["answer"] for r in rows]),
-    }
-    tokens = {"answer": _per_call([(r["tokens"]["prompt"], r["tokens"]["completion"]) for r in rows])}
+def _costs(rows: list[ResultRow], records_by_conversation: dict[str, list[TurnRecord] | None],
+           judged: bool) -> tuple[dict[str, Percentiles], dict[str, StageTokens]]:
+    def timing(values: Sequence[float]) -> Percentiles:
+        p = percentiles(values)
+        return Percentiles(p["p50"], p["p95"], p["mean"], p["n"])
+
+    latency = {"search": timing([r.latency_s["search"] for r in rows]),
+               "answer": timing([r.latency_s["answer"] for r in rows])}
+    tokens = {"answer": _per_call([(r.tokens["prompt"], r.tokens["completion"]) for r in rows])}
     if judged:
-        latency["judge"] = percentiles([r["latency_s"]["judge"] for r in rows])
+        latency["judge"] = timing([r.latency_s["judge"] for r in rows])
     records = [r for found in records_by_conversation.values() for r in (found or [])]
-    for stage in ("extract", "manage"):
-        usages = [getattr(r, stage) for r in records if getattr(r, stage) is not None]
-        if usages:
-            latency[stage] = percentiles([u.latency_s for u in usages])
-            tokens[stage] = _per_call([(u.prompt_tokens, u.completion_tokens) for u in usages])
+    usages = {"extract": [r.extract for r in records],
+              "manage": [r.manage for r in records if r.manage is not None]}
+    for stage, used in usages.items():
+        if used:
+            latency[stage] = timing([u.latency_s for u in used])
+            tokens[stage] = _per_call([(u.prompt_tokens, u.completion_tokens) for u in used])
     return latency, tokens
 
 
-def _per_call(pairs: list[tuple[int, int]]) -> dict:
+def _per_call(pairs: list[tuple[int, int]]) -> StageTokens:
     n = len(pairs)
-    return {"prompt_per_call": sum(p for p, _ in pairs) / n if n else 0.0,
-            "completion_per_call": sum(c for _, c in pairs) / n if n else 0.0, "calls": n}
+    return StageTokens(sum(p for p, _ in pairs) / n if n else 0.0, sum(c for _, c in pairs) / n if n else 0.0, n)
 
 
-def _judge_version(rows: list[dict]) -> str:
-    versions = {r["judge"]["prompt_version"] for r in rows if r.get("judge")}
+def _judge_version(rows: list[ResultRow]) -> str:
+    versions = {str(r.judge.prompt_version) for r in rows if r.judge}
     return ",".join(sorted(versions))
 
 
 # ---------------------------------------------------------------- files
 
 
-def read_results(path: Path) -> list[dict]:
+def read_results(path: Path) -> list[ResultRow]:
     """Rows of a results.jsonl; a torn last line (a crash mid-write) is ignored and will be redone."""
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for n, line in enumerate(path.read_text().splitlines(), 1):
         try:
-            rows.append(json.loads(line))
+            data = json.loads(line)
         except json.JSONDecodeError:
             continue
+        try:
+            rows.append(ResultRow.from_json(data))
+        except ValueError as error:
+            raise ResultsDirError(f"{path}:{n}: {error}; use another --out directory") from None
     return rows
 
 
@@ -345,10 +374,10 @@ def _drop_torn_tail(path: Path) -> None:
         path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
-def _append(path: Path, rows: list[dict]) -> None:
+def _append(path: Path, rows: list[ResultRow]) -> None:
     with path.open("a") as f:
         for row in rows:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(row.to_json()) + "\n")
         f.flush()
 
 

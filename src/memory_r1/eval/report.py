@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,16 +20,15 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from memory_r1.eval.records import OPERATIONS, ByCategory, CategoryScores, RunInfo, RunSummary, Stat
 from memory_r1.eval.stats import mean_std, summarize
 from memory_r1.records import Category
 
-FORMAT = "memory-r1-eval/1"
 METRICS = {"f1": "F1", "bleu1": "BLEU-1", "em": "EM", "j": "J"}
 # Column order of the Mem0 / Memory-R1 tables: Single Hop, Multi-Hop, Open Domain, Temporal.
 PAPER_ORDER = (Category.MULTI_HOP, Category.OPEN_DOMAIN, Category.SINGLE_HOP, Category.TEMPORAL)
 LOCOMO_ORDER = (Category.MULTI_HOP, Category.TEMPORAL, Category.OPEN_DOMAIN, Category.SINGLE_HOP)
 STAGES = ("extract", "manage", "search", "answer", "judge")
-OPERATIONS = ("ADD", "UPDATE", "DELETE", "NOOP")
 DASH = "–"
 
 # Reference notes, section 5: LoCoMo test split, overall F1 / BLEU-1 / J, as published (not ours).
@@ -47,55 +46,36 @@ PUBLISHED_BACKBONES = ("LLaMA-3.1-8B-Instruct", "Qwen-2.5-7B-Instruct")
 class Run:
     name: str  # run.system plus the directory name, unique within one report
     path: Path
-    summary: dict
+    summary: RunSummary
+
+    @property
+    def info(self) -> RunInfo:
+        return self.summary.run or RunInfo()
 
 
 # ---------------------------------------------------------------- loading
 
 
-def load_summary(run_dir: Path) -> dict:
+def load_summary(run_dir: Path) -> RunSummary:
     """Parse `run_dir/summary.json`; any problem is a ValueError naming the file (the CLI prints one line)."""
     path = Path(run_dir) / "summary.json"
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"{path}: not found (is {run_dir} an eval run directory?)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: cannot read summary ({err})") from err
-    problem = _schema_problem(summary)
-    if problem:
-        raise ValueError(f"{path}: {problem}")
-    return summary
+    try:
+        return RunSummary.from_json(data)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
-def _schema_problem(summary: object) -> str | None:
-    """The first structural problem in the parts the report indexes into, or None."""
-    if not isinstance(summary, dict):
-        return "expected a JSON object"
-    if summary.get("format", FORMAT) != FORMAT:
-        return f"unsupported format {summary['format']!r} (expected {FORMAT!r})"
-    for key in ("run", "settings", "by_category", "seeds", "corrected", "judge", "operations", "latency_s",
-                "tokens", "per_question"):
-        if summary.get(key) is not None and not isinstance(summary[key], dict):
-            return f"{key!r} must be an object or null"
-    overall = summary.get("overall")
-    if not isinstance(overall, dict):
-        return "missing 'overall' scores"
-    for metric, stat in overall.items():
-        if not isinstance(stat, dict) or not isinstance(stat.get("mean", ""), (int, float, type(None))):
-            return f"overall.{metric} must be an object with a numeric 'mean'"
-    for convention, table in (summary.get("by_category") or {}).items():
-        if table is not None and not (isinstance(table, dict)
-                                      and all(isinstance(v, dict) for v in table.values())):
-            return f"by_category.{convention} must map category labels to objects"
-    return None
-
-
-def _name_runs(run_dirs: Sequence[Path], summaries: Sequence[dict]) -> list[str]:
+def _name_runs(run_dirs: Sequence[Path], summaries: Sequence[RunSummary]) -> list[str]:
     """'system (dir)', so that two runs of one system stay apart; '#2' if even that collides."""
     names: list[str] = []
-    for run_dir, summary in zip(run_dirs, summaries):
-        system = (summary.get("run") or {}).get("system")
+    for run_dir, summary in zip(run_dirs, summaries, strict=True):
+        system = summary.run.system if summary.run else None
         base = run_dir.name if system in (None, run_dir.name) else f"{system} ({run_dir.name})"
         name, k = base, 2
         while name in names:
@@ -107,7 +87,7 @@ def _name_runs(run_dirs: Sequence[Path], summaries: Sequence[dict]) -> list[str]
 def load_runs(run_dirs: Sequence[Path]) -> list[Run]:
     dirs = [Path(d) for d in run_dirs]
     summaries = [load_summary(d) for d in dirs]
-    return [Run(n, d, s) for n, d, s in zip(_name_runs(dirs, summaries), dirs, summaries)]
+    return [Run(n, d, s) for n, d, s in zip(_name_runs(dirs, summaries), dirs, summaries, strict=True)]
 
 
 # ---------------------------------------------------------------- formatting
@@ -117,13 +97,13 @@ def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _pct_ci(stat: dict | None) -> str:
+def _pct_ci(stat: Stat | None) -> str:
     """'41.2 [38.0, 44.5]': percent with its 95% CI; just the mean when the CI is absent."""
-    if not stat or _missing(stat.get("mean")):
+    if stat is None or stat.mean is None or _missing(stat.mean):
         return DASH
-    text = f"{100 * stat['mean']:.1f}"
-    ci = stat.get("ci95")
-    if ci and len(ci) == 2 and not any(_missing(v) for v in ci):
+    text = f"{100 * stat.mean:.1f}"
+    ci = stat.ci95
+    if ci is not None and not any(_missing(v) for v in ci):
         text += f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
     return text
 
@@ -160,41 +140,43 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
 
 def _metrics_present(runs: Sequence[Run]) -> list[str]:
     """F1, BLEU-1, EM always; J only when some run had a judge."""
-    return [m for m in METRICS if m != "j" or any("j" in r.summary["overall"] for r in runs)]
+    return [m for m in METRICS if m != "j" or any("j" in r.summary.overall for r in runs)]
 
 
 # ---------------------------------------------------------------- report sections
 
 
 def _header(runs: Sequence[Run]) -> list[str]:
-    splits = sorted({str((r.summary.get("run") or {}).get("split", "?")) for r in runs})
-    versions = sorted({str(r.summary.get("memory_r1_version", "?")) for r in runs})
+    splits = sorted({r.info.split or "?" for r in runs})
+    versions = sorted({r.summary.memory_r1_version or "?" for r in runs})
     lines = ["# Memory-R1 evaluation report", "",
              f"Split: **{', '.join(splits)}** · memory-r1 {', '.join(versions)} · {len(runs)} run(s)", ""]
     if len(splits) > 1:
         lines += ["**Runs are on different splits: their scores are not comparable.**", ""]
     rows = []
     for r in runs:
-        info = r.summary.get("run") or {}
-        seeds = info.get("seeds") or []
-        rows.append([r.name, str(info.get("split", "?")), str(r.summary.get("questions", DASH)),
-                     ", ".join(map(str, seeds)) or DASH, _seconds(info.get("wall_s")), _compute_minutes(r.summary),
-                     str(info.get("finished_at", DASH))])
+        info = r.info
+        rows.append([r.name, info.split or "?", _questions(r.summary),
+                     ", ".join(map(str, info.seeds)) or DASH, _seconds(info.wall_s), _compute_minutes(r.summary),
+                     info.finished_at or DASH])
     lines += _table(["run", "split", "questions", "seeds", "last invocation (s)", "compute (min)", "finished"], rows)
-    lines += [f"- {r.name}: `{(r.summary.get('run') or {}).get('command', '?')}`" for r in runs] + [""]
+    lines += [f"- {r.name}: `{r.info.command or '?'}`" for r in runs] + [""]
     return lines
 
 
-def _compute_minutes(summary: dict) -> str:
+def _questions(summary: RunSummary) -> str:
+    return DASH if summary.questions is None else str(summary.questions)
+
+
+def _compute_minutes(summary: RunSummary) -> str:
     """All stages of a run, across the invocations that resumed it (see the Compute section)."""
-    compute = summary.get("compute_s")
-    return f"{sum(compute.values()) / 60:.1f}" if isinstance(compute, dict) else DASH
+    compute = summary.compute_s
+    return f"{sum(compute.values()) / 60:.1f}" if compute is not None else DASH
 
 
 def _overall(runs: Sequence[Run]) -> list[str]:
     metrics = _metrics_present(runs)
-    rows = [[r.name, str(r.summary.get("questions", DASH)),
-             *(_pct_ci(r.summary["overall"].get(m)) for m in metrics)] for r in runs]
+    rows = [[r.name, _questions(r.summary), *(_pct_ci(r.summary.overall.get(m)) for m in metrics)] for r in runs]
     return _table(["run", "n", *(METRICS[m] for m in metrics)], rows)
 
 
@@ -204,18 +186,18 @@ def _paired(runs: Sequence[Run]) -> list[str]:
     Pairing removes the variance between questions that dominates a per-run interval, so a real change shows
     up with far fewer questions. Needs `per_question` scores in both summaries.
     """
-    base = runs[0].summary.get("per_question") if runs else None
-    others = [r for r in runs[1:] if isinstance(r.summary.get("per_question"), dict)]
-    if not isinstance(base, dict) or not others:
+    base = runs[0].summary.per_question if runs else None
+    others = [(r, r.summary.per_question) for r in runs[1:] if r.summary.per_question is not None]
+    if base is None or not others:
         return []
-    metrics = [m for m in METRICS if any(m in v for v in base.values() if isinstance(v, dict))]
+    metrics = [m for m in METRICS if any(m in v for v in base.values())]
     rows = []
-    for run in others:
-        shared = [k for k in run.summary["per_question"] if k in base]
+    for run, scores in others:
+        shared = [k for k in scores if k in base]
         cells = []
         for m in metrics:
-            deltas = [run.summary["per_question"][k][m] - base[k][m] for k in shared
-                      if run.summary["per_question"][k].get(m) is not None and base[k].get(m) is not None]
+            deltas = [a - b for k in shared
+                      if (a := scores[k].get(m)) is not None and (b := base[k].get(m)) is not None]
             cells.append(_signed_ci(summarize(deltas)) if deltas else DASH)
         rows.append([run.name, str(len(shared)), *cells])
     return ["## Paired differences", "",
@@ -229,7 +211,7 @@ def _signed_ci(stat: dict) -> str:
     return f"{100 * stat['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
 
-def _category_stat(by_category: dict, category: Category, convention: str) -> dict | None:
+def _category_stat(by_category: ByCategory, category: Category, convention: str) -> CategoryScores | None:
     """One category's record; falls back to the other convention, which holds the same numbers relabelled."""
     other = "locomo" if convention == "paper" else "paper"
     label = {"paper": category.paper_label, "locomo": category.locomo_label}
@@ -238,7 +220,7 @@ def _category_stat(by_category: dict, category: Category, convention: str) -> di
 
 
 def _category_tables(runs: Sequence[Run], convention: str,
-                     parts: dict[str, tuple[dict, dict]]) -> list[str]:
+                     parts: dict[str, tuple[ByCategory, dict[str, Stat]]]) -> list[str]:
     """One table per metric: runs as rows, categories then Overall as columns.
 
     parts maps a run's name to its (by_category, overall) records: the raw or the corrected scores."""
@@ -248,17 +230,25 @@ def _category_tables(runs: Sequence[Run], convention: str,
     for metric in _metrics_present(runs):
         rows = []
         for name, (by_cat, overall) in parts.items():
-            stats = [(_category_stat(by_cat, c, convention) or {}).get(metric) for c in order]
+            stats = [_metric_of(_category_stat(by_cat, c, convention), metric) for c in order]
             rows.append([name, *map(_pct_ci, stats), _pct_ci(overall.get(metric))])
         lines += [f"**{METRICS[metric]}**", "", *_table(["run", *labels, "Overall"], rows)]
-    count_rows = [[name, *(str((_category_stat(by_cat, c, convention) or {}).get("n", DASH)) for c in order),
-                   str(next((s.get("n") for s in overall.values() if isinstance(s, dict)), DASH))]
+    count_rows = [[name, *(_n_of(_category_stat(by_cat, c, convention)) for c in order),
+                   str(next((s.n for s in overall.values()), DASH))]
                   for name, (by_cat, overall) in parts.items()]
     return lines + ["**Questions**", "", *_table(["run", *labels, "Overall"], count_rows)]
 
 
+def _metric_of(record: CategoryScores | None, metric: str) -> Stat | None:
+    return record.scores.get(metric) if record is not None else None
+
+
+def _n_of(record: CategoryScores | None) -> str:
+    return DASH if record is None or record.n is None else str(record.n)
+
+
 def _by_category(runs: Sequence[Run]) -> list[str]:
-    parts = {r.name: (r.summary.get("by_category") or {}, r.summary["overall"]) for r in runs}
+    parts = {r.name: (r.summary.by_category, r.summary.overall) for r in runs}
     return ["## By category, paper labels", "",
             "Labels and column order of the Mem0 and Memory-R1 tables (LoCoMo category id in brackets). "
             "Only these labels reproduce the published Overall numbers: use them to compare with the "
@@ -276,7 +266,7 @@ def _published(runs: Sequence[Run]) -> list[str]:
                           for m in ("F1", "BLEU-1", "J"))]
     rows = [[method, *(f"{v:.2f}" + ("*" if (method, i) == ("Mem0", 5) else "")
                        for i, v in enumerate(llama + qwen))] for method, (llama, qwen) in PUBLISHED.items()]
-    off_test = sorted({r.name for r in runs if (r.summary.get("run") or {}).get("split") != "test"})
+    off_test = sorted({r.name for r in runs if r.info.split != "test"})
     lines = ["## Published reference (not our runs)", "",
              "Overall F1 / BLEU-1 / J in percent as published in the Memory-R1 paper, on the LoCoMo test "
              "split (8 conversations, 1,307 questions) with 7-8B backbones, judged by an unnamed LLM. "
@@ -288,22 +278,22 @@ def _published(runs: Sequence[Run]) -> list[str]:
 
 
 def _seeds(runs: Sequence[Run]) -> list[str]:
-    multi = [r for r in runs if len(((r.summary.get("seeds") or {}).get("per_seed")) or {}) > 1]
+    multi = [(r, r.summary.seeds) for r in runs if r.summary.seeds and len(r.summary.seeds.per_seed) > 1]
     if not multi:
         return []
     metrics = _metrics_present(runs)
     mean_rows, seed_rows = [], []
-    for r in multi:
-        seeds = r.summary["seeds"]
+    for r, seeds in multi:
         cells = []
         for m in metrics:
-            mean, std = (seeds.get("mean") or {}).get(m), (seeds.get("std") or {}).get(m)
-            if _missing(mean):  # not in the summary: recompute from the per-seed scores
-                spread = mean_std([s[m] for s in seeds["per_seed"].values() if not _missing(s.get(m))])
+            mean, std = (seeds.mean or {}).get(m), (seeds.std or {}).get(m)
+            if mean is None or _missing(mean):  # not in the summary: recompute from the per-seed scores
+                spread = mean_std([v for s in seeds.per_seed.values() if (v := s.get(m)) is not None
+                                   and not _missing(v)])
                 mean, std = spread["mean"], spread["std"]
             cells.append(DASH if _missing(mean) else f"{_pct(mean)} ± {_pct(std)}")
-        mean_rows.append([r.name, str(len(seeds["per_seed"])), *cells])
-        by_number = sorted(seeds["per_seed"].items(), key=lambda kv: (len(kv[0]), kv[0]))  # "2" < "10"
+        mean_rows.append([r.name, str(len(seeds.per_seed)), *cells])
+        by_number = sorted(seeds.per_seed.items(), key=lambda kv: (len(kv[0]), kv[0]))  # "2" < "10"
         for seed, scores in by_number:
             seed_rows.append([r.name, seed, *(_pct(scores.get(m)) for m in metrics)])
     return ["## Seeds", "", "Mean ± sample std over seeds, in percent.", "",
@@ -312,24 +302,23 @@ def _seeds(runs: Sequence[Run]) -> list[str]:
 
 
 def _corrected(runs: Sequence[Run]) -> list[str]:
-    fixed = [r for r in runs if r.summary.get("corrected")]
+    fixed = [(r, r.summary.corrected) for r in runs if r.summary.corrected]
     if not fixed:
         return []
     metrics = _metrics_present(runs)
-    parts = {r.name: (r.summary["corrected"].get("by_category") or {},
-                      r.summary["corrected"].get("overall") or {}) for r in fixed}
-    rows = [[r.name, str(r.summary["corrected"].get("changed", DASH)),
-             *(_pct_ci(parts[r.name][1].get(m)) for m in metrics)] for r in fixed]
+    parts = {r.name: (c.by_category, c.overall) for r, c in fixed}
+    rows = [[r.name, DASH if c.changed is None else str(c.changed),
+             *(_pct_ci(c.overall.get(m)) for m in metrics)] for r, c in fixed]
     lines = ["## Corrected gold answers", "",
              "Scores against gold answers corrected by the public audit of LoCoMo (about 6.4% of answers are "
              "wrong); `changed` counts the questions whose gold answer differs.", "",
              *_table(["run", "changed", *(METRICS[m] for m in metrics)], rows)]
     if any(by_cat for by_cat, _ in parts.values()):
-        lines += ["By category, paper labels:", "", *_category_tables(fixed, "paper", parts)]
+        lines += ["By category, paper labels:", "", *_category_tables([r for r, _ in fixed], "paper", parts)]
     return lines
 
 
-def _final_bank(bank_size: dict) -> int:
+def _final_bank(bank_size: dict[str, list[list[int]]]) -> int:
     """Live memories at the end, summed over conversations."""
     return sum(points[-1][1] for points in bank_size.values() if points)
 
@@ -337,18 +326,16 @@ def _final_bank(bank_size: dict) -> int:
 def _operations(runs: Sequence[Run]) -> list[str]:
     rows, without = [], []
     for r in runs:
-        ops = r.summary.get("operations")
+        ops = r.summary.operations
         if not ops:
             without.append(r.name)
             continue
-        total = sum(ops.get(o) or 0 for o in OPERATIONS)
-        mix = [f"{ops.get(o) or 0:,} ({100 * (ops.get(o) or 0) / total:.1f}%)" if total else DASH
-               for o in OPERATIONS]
-        unparsable = f"{_count(ops.get('unparsable_decisions'))} / {_count(ops.get('decisions'))}"
-        rows.append([r.name, *mix, _count(ops.get("rejected")), unparsable,
-                     _rate(ops.get("parse_failure_rate")),
-                     _count(ops.get("extract_failures")),
-                     _count(ops.get("turns")), _count(_final_bank(ops.get("bank_size") or {}))])
+        counts = [ops.counts.get(o, 0) for o in OPERATIONS]
+        total = sum(counts)
+        mix = [f"{c:,} ({100 * c / total:.1f}%)" if total else DASH for c in counts]
+        unparsable = f"{_count(ops.unparsable_decisions)} / {_count(ops.decisions)}"
+        rows.append([r.name, *mix, _count(ops.rejected), unparsable, _rate(ops.parse_failure_rate),
+                     _count(ops.extract_failures), _count(ops.turns), _count(_final_bank(ops.bank_size))])
     if not rows:
         return []
     lines = ["## Memory operations", "",
@@ -361,18 +348,11 @@ def _operations(runs: Sequence[Run]) -> list[str]:
     return lines
 
 
-def _stage_rows(runs: Sequence[Run], key: str, cells: Callable[[dict], list[str]]) -> list[list[str]]:
-    """One row per run and stage present under summary[key], in pipeline order."""
-    return [[r.name, stage, *cells(record)] for r in runs for stage in STAGES
-            if (record := (r.summary.get(key) or {}).get(stage))]
-
-
 def _costs(runs: Sequence[Run]) -> list[str]:
-    latency = _stage_rows(runs, "latency_s", lambda s: [_seconds(s.get("p50")), _seconds(s.get("p95")),
-                                                        _seconds(s.get("mean")), _count(s.get("n"))])
-    tokens = _stage_rows(runs, "tokens", lambda s: [_count(s.get("prompt_per_call")),
-                                                    _count(s.get("completion_per_call")),
-                                                    _count(s.get("calls"))])
+    latency = [[r.name, stage, _seconds(p.p50), _seconds(p.p95), _seconds(p.mean), _count(p.n)]
+               for r in runs for stage in STAGES if (p := r.summary.latency_s.get(stage))]
+    tokens = [[r.name, stage, _count(t.prompt_per_call), _count(t.completion_per_call), _count(t.calls)]
+              for r in runs for stage in STAGES if (t := r.summary.tokens.get(stage))]
     lines = []
     if latency:
         lines += ["## Latency", "", "Seconds per call.", "",
@@ -380,8 +360,8 @@ def _costs(runs: Sequence[Run]) -> list[str]:
     if tokens:
         lines += ["## Tokens per call", "",
                   *_table(["run", "stage", "prompt", "completion", "calls"], tokens)]
-    compute = [[r.name, *(f"{r.summary['compute_s'].get(s, 0) / 60:.1f}" for s in STAGES)]
-               for r in runs if isinstance(r.summary.get("compute_s"), dict)]
+    compute = [[r.name, *(f"{compute.get(s, 0) / 60:.1f}" for s in STAGES)]
+               for r in runs if (compute := r.summary.compute_s) is not None]
     if compute:
         lines += ["## Compute", "", "Minutes in each stage, summed over all invocations of a resumed run; ingest "
                   "stages count the bank's construction, which a run reusing that bank did not repeat.", "",
@@ -392,16 +372,15 @@ def _costs(runs: Sequence[Run]) -> list[str]:
 def _judge(runs: Sequence[Run]) -> list[str]:
     rows = []
     for r in runs:
-        judge = r.summary.get("judge")
+        judge = r.summary.judge
         if judge:
-            rows.append([r.name, str(judge.get("model", "?")), str(judge.get("prompt_version", "?")),
-                         _count(judge.get("failures"))])
+            rows.append([r.name, judge.model or "?", judge.prompt_version or "?", _count(judge.failures)])
         else:
             rows.append([r.name, "no judge: J not computed", DASH, DASH])
     return ["## Judge", "", *_table(["run", "model", "prompt version", "failures"], rows)]
 
 
-def _flatten(settings: dict, prefix: str = "") -> dict[str, str]:
+def _flatten(settings: Mapping[str, object], prefix: str = "") -> dict[str, str]:
     flat: dict[str, str] = {}
     for key, value in settings.items():
         if isinstance(value, dict):
@@ -412,7 +391,7 @@ def _flatten(settings: dict, prefix: str = "") -> dict[str, str]:
 
 
 def _settings(runs: Sequence[Run]) -> list[str]:
-    flat = [_flatten(r.summary.get("settings") or {}) for r in runs]
+    flat = [_flatten(r.summary.settings) for r in runs]
     keys = list(dict.fromkeys(k for f in flat for k in f))
     if not keys:
         return []
@@ -446,20 +425,20 @@ def _category_panel(ax: Axes, runs: Sequence[Run], scored: Sequence[Run], metric
     groups = [*PAPER_ORDER, None]  # None: Overall
     width = 0.8 / len(scored)
     for i, run in enumerate(scored):
-        by_cat = run.summary.get("by_category") or {}
+        by_cat = run.summary.by_category
         for g, category in enumerate(groups):
-            record = run.summary["overall"] if category is None else _category_stat(by_cat, category, "paper")
-            stat = (record or {}).get(metric)
+            stat = (run.summary.overall.get(metric) if category is None
+                    else _metric_of(_category_stat(by_cat, category, "paper"), metric))
             x = g - 0.4 + width * (i + 0.5)
-            if not stat or _missing(stat.get("mean")):
+            if stat is None or stat.mean is None or _missing(stat.mean):
                 ax.text(x, 1, "no questions", ha="center", va="bottom", fontsize=7, rotation=90, color="0.4")
                 continue
-            mean = 100 * stat["mean"]
-            ci = stat.get("ci95") or [None, None]
-            err = None if any(_missing(v) for v in ci) else [[mean - 100 * ci[0]], [100 * ci[1] - mean]]
+            mean = 100 * stat.mean
+            ci = stat.ci95
+            err = None if ci is None or any(_missing(v) for v in ci) else [[mean - 100 * ci[0]], [100 * ci[1] - mean]]
             ax.bar(x, mean, width, yerr=err, capsize=3, color=_color(runs, run), label=run.name,
                    error_kw={"elinewidth": 1})
-            top = mean if err is None else 100 * ci[1]
+            top = mean if err is None or ci is None else 100 * ci[1]
             ax.text(x, top + 1, f"{mean:.1f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(groups)), [f"{c.paper_label}\n(cat {c.value})" if c else "Overall\n(cat 1-4)"
                                        for c in groups])
@@ -472,7 +451,7 @@ def _category_panel(ax: Axes, runs: Sequence[Run], scored: Sequence[Run], metric
 
 def plot_per_category(runs: Sequence[Run], path: Path) -> Path | None:
     """Grouped bars per paper category (and Overall), one bar per run, 95% CI whiskers; F1 and, if any, J."""
-    panels = [(m, scored) for m in ("f1", "j") if (scored := [r for r in runs if m in r.summary["overall"]])]
+    panels = [(m, scored) for m in ("f1", "j") if (scored := [r for r in runs if m in r.summary.overall])]
     if not panels:
         return None
     fig = Figure(figsize=(max(8.0, 1.5 + 5 * (0.6 + 0.35 * len(runs))), 4.2 * len(panels)))
@@ -484,15 +463,14 @@ def plot_per_category(runs: Sequence[Run], path: Path) -> Path | None:
 
 def plot_operations(runs: Sequence[Run], path: Path) -> Path | None:
     """Operation mix per run (share, counts on the bars); runs without operations are left out."""
-    with_ops = [r for r in runs if r.summary.get("operations")]
+    with_ops = [(r, ops) for r in runs if (ops := r.summary.operations)]
     if not with_ops:
         return None
     fig = Figure(figsize=(max(6.0, 1.5 + len(OPERATIONS) * (0.6 + 0.35 * len(with_ops))), 4.0))
     ax = fig.add_subplot()
     width = 0.8 / len(with_ops)
-    for i, run in enumerate(with_ops):
-        ops = run.summary["operations"]
-        counts = [ops.get(o) or 0 for o in OPERATIONS]
+    for i, (run, ops) in enumerate(with_ops):
+        counts = [ops.counts.get(o, 0) for o in OPERATIONS]
         total = sum(counts) or 1
         xs = [g - 0.4 + width * (i + 0.5) for g in range(len(OPERATIONS))]
         shares = [100 * c / total for c in counts]
@@ -511,15 +489,15 @@ def plot_operations(runs: Sequence[Run], path: Path) -> Path | None:
 
 def plot_bank_size(runs: Sequence[Run], path: Path) -> Path | None:
     """Live memories over turns: one panel per run, one line per conversation."""
-    with_bank = [r for r in runs if ((r.summary.get("operations") or {}).get("bank_size"))]
+    with_bank = [(r, ops.bank_size) for r in runs if (ops := r.summary.operations) and ops.bank_size]
     if not with_bank:
         return None
     cols = min(3, len(with_bank))
     rows = math.ceil(len(with_bank) / cols)
     fig = Figure(figsize=(5.0 * cols, 3.6 * rows))
-    for k, run in enumerate(with_bank):
+    for k, (run, bank_size) in enumerate(with_bank):
         ax = fig.add_subplot(rows, cols, k + 1)
-        for conversation, points in run.summary["operations"]["bank_size"].items():
+        for conversation, points in bank_size.items():
             if points:
                 ax.plot([p[0] for p in points], [p[1] for p in points], label=conversation, linewidth=1.5)
         ax.set_title(run.name, fontsize=10)
@@ -534,7 +512,7 @@ def plot_bank_size(runs: Sequence[Run], path: Path) -> Path | None:
 
 def plot_latency(runs: Sequence[Run], path: Path) -> Path | None:
     """p50 seconds per call per stage as bars, p95 as the whisker; log scale when stages differ 100x."""
-    stages = [s for s in STAGES if any((r.summary.get("latency_s") or {}).get(s) for r in runs)]
+    stages = [s for s in STAGES if any(s in r.summary.latency_s for r in runs)]
     if not stages:
         return None
     fig = Figure(figsize=(max(6.0, 1.5 + len(stages) * (0.6 + 0.35 * len(runs))), 4.0))
@@ -542,15 +520,13 @@ def plot_latency(runs: Sequence[Run], path: Path) -> Path | None:
     width = 0.8 / len(runs)
     values: list[float] = []
     for g, stage in enumerate(stages):
-        timed = [(r, r.summary["latency_s"][stage]) for r in runs
-                 if (r.summary.get("latency_s") or {}).get(stage)
-                 and not _missing(r.summary["latency_s"][stage].get("p50"))]
-        for i, (run, record) in enumerate(timed):  # only timed runs get a slot: the group stays centred
-            p50, p95 = record["p50"], record.get("p95")
-            upper = 0.0 if _missing(p95) else max(0.0, p95 - p50)
+        timed = [(r, p50, p.p95) for r in runs
+                 if (p := r.summary.latency_s.get(stage)) and (p50 := p.p50) is not None and not _missing(p50)]
+        for i, (run, p50, p95) in enumerate(timed):  # only timed runs get a slot: the group stays centred
+            upper = 0.0 if p95 is None or _missing(p95) else max(0.0, p95 - p50)
             ax.bar(g + width * (i - (len(timed) - 1) / 2), p50, width, yerr=[[0.0], [upper]], capsize=3,
                    color=_color(runs, run), label=run.name)
-            values += [v for v in (p50, p95) if not _missing(v) and v > 0]
+            values += [v for v in (p50, p95) if v is not None and not _missing(v) and v > 0]
     log = bool(values) and max(values) / min(values) > 100
     if log:
         ax.set_yscale("log")
