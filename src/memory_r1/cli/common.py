@@ -73,6 +73,9 @@ BackendOpt = Annotated[str, typer.Option(help="transformers (local) or openai (O
 BaseUrlOpt = Annotated[str | None, typer.Option(help="Server URL for --backend openai, e.g. http://localhost:8000/v1.")]
 EmbedOpt = Annotated[str, typer.Option(help="sentence-transformers model id or path.")]
 SessionsOpt = Annotated[str | None, typer.Option("--sessions", "-s", help="Session numbers, e.g. 1-3 or 1,4.")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Any setting by its dotted path, e.g. answer.top_k_per_speaker=10 (repeatable; "
+                  "`memory-r1 config` lists them all with their defaults and sources).")]
 
 
 def bank_path(bank: Path | None) -> Path:

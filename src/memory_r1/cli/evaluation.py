@@ -14,6 +14,7 @@ from memory_r1.cli.common import (
     EmbedOpt,
     ModelOpt,
     SessionsOpt,
+    SetOpt,
     app,
     console,
     progress_bar,
@@ -22,6 +23,7 @@ from memory_r1.cli.common import (
 from memory_r1.data import find_locomo, load_locomo
 from memory_r1.eval.records import RunInfo, RunSummary, Stat
 from memory_r1.pipeline import DEFAULT_MODEL, PipelineConfig
+from memory_r1.settings import apply_overrides
 
 # ---------------------------------------------------------------- evaluation
 
@@ -50,8 +52,12 @@ def evaluate(
     sessions: SessionsOpt = None,
     corrections: Annotated[Path | None, typer.Option(help="JSON list of corrected gold answers (sample_id, qa_index, answer).")] = None,
     context_tokens: Annotated[int | None, typer.Option(help="full-context: the model's window (default: its config).")] = None,
+    settings: SetOpt = None,
 ) -> None:
-    """Run a system over a LoCoMo split; write results.jsonl and summary.json (resumable)."""
+    """Run a system over a LoCoMo split; write results.jsonl and summary.json (resumable).
+
+    --set reaches every pipeline setting (answer.top_k_per_speaker=10) and, prefixed with eval., every
+    evaluation setting (eval.batch_size=16); `memory-r1 config pipeline|eval` lists them."""
     import shlex
     import sys
     from dataclasses import replace
@@ -70,6 +76,9 @@ def evaluate(
     pipeline = PipelineConfig(model=model, manager_model=manager_model, answer_model=answer_model, backend=backend,
                               base_url=base_url, embedding_model=embedding_model)
     pipeline = replace(pipeline, answer=replace(pipeline.answer, temperature=temperature))
+    eval_keys = [s.removeprefix("eval.") for s in settings or [] if s.startswith("eval.")]
+    pipeline = apply_overrides(pipeline, [s for s in settings or [] if not s.startswith("eval.")])
+    config = apply_overrides(config, eval_keys)
     judge = _load_judge(judge_model, judge_backend, judge_base_url) if judge_model else None
     out = out or Path("runs/eval") / f"{system}-{split}"
     evaluated = build_system(system, pipeline, context_tokens)

@@ -18,6 +18,7 @@ from memory_r1.cli.common import (
     EmbedOpt,
     ModelOpt,
     SessionsOpt,
+    SetOpt,
     app,
     bank_path,
     console,
@@ -33,6 +34,7 @@ from memory_r1.cli.common import (
 from memory_r1.data import DatasetError
 from memory_r1.pipeline import DEFAULT_MODEL, MemorySystem, PipelineConfig
 from memory_r1.records import Conversation, QAItem
+from memory_r1.settings import apply_overrides
 
 
 @app.command()
@@ -46,10 +48,12 @@ def ingest(
     backend: BackendOpt = "transformers",
     base_url: BaseUrlOpt = None,
     embedding_model: EmbedOpt = PipelineConfig.embedding_model,
+    settings: SetOpt = None,
 ) -> None:
     """Build the speakers' memory banks from a LoCoMo conversation."""
     conv = load_conversation(data, conversation, sessions)
     config = PipelineConfig(model=model, backend=backend, base_url=base_url, embedding_model=embedding_model)
+    config = apply_overrides(config, settings or [])
     system = MemorySystem.from_config(config, bank_path(bank))
     print_ingest_report(ingest_with_progress(system, conv))
 
@@ -63,10 +67,12 @@ def ask(
     model: ModelOpt = DEFAULT_MODEL,
     backend: BackendOpt = "transformers",
     base_url: BaseUrlOpt = None,
+    settings: SetOpt = None,
 ) -> None:
     """Answer a question from the banks and show the memories the agent selected."""
     store = open_existing_bank(bank)
     config = PipelineConfig(model=model, backend=backend, base_url=base_url, embedding_model=store.embedding_model)
+    config = apply_overrides(config, settings or [])
     store.close()
     system = MemorySystem.from_config(config, bank_path(bank))
     if not system.speakers(conversation):
@@ -195,15 +201,17 @@ def demo(
     questions: Annotated[int, typer.Option(help="How many questions to answer.")] = 5,
     bank: Annotated[Path | None, typer.Option(help="Keep the bank in this file (default: in memory).")] = None,
     model: ModelOpt = DEFAULT_MODEL,
+    settings: SetOpt = None,
 ) -> None:
     """The main job, offline on the embedded default: ingest a few sessions, answer their questions."""
     from memory_r1.eval.metrics import f1_score
 
+    config = apply_overrides(PipelineConfig(model=model), settings or [])
     conv = load_conversation(data, conversation, sessions)
     items = _answerable(conv, questions)
     console.print(f"[bold]memory-r1 demo[/]: {conv.sample_id}, sessions {sessions}, {len(conv.turns)} turns, "
                   f"{len(items)} questions, model {model}")
-    system = MemorySystem.from_config(PipelineConfig(model=model), bank or ":memory:")
+    system = MemorySystem.from_config(config, bank or ":memory:")
     print_ingest_report(ingest_with_progress(system, conv))
     answers = system.answer([q.question for q in items], conv.sample_id)
     table = Table(title="answers")

@@ -57,6 +57,7 @@ class ResultsDirError(ValueError):
 @dataclass(frozen=True)
 class EvalConfig:
     split: str = "val"
+    """The paper's split: train (conv-26), val (conv-30), test (the other eight), or all."""
     seeds: tuple[int, ...] = (0,)
     """Several seeds repeat a sampled run (needs temperature > 0 in the answer config); greedy needs one."""
     batch_size: int = 8
