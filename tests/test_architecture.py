@@ -2,7 +2,8 @@
 
 Layers, upstream first (a module may import its own layer and any layer before it, never a later one):
 
-    records, embeddings -> bank, data, llm -> prompts -> agents -> pipeline -> memory -> eval -> rl -> cli, service
+    records, embeddings -> bank, data, llm -> prompts -> agents -> pipeline -> memory -> eval -> rl
+        -> cli, service
 
 `memory_r1/__init__.py` is the public facade: it may re-export from anywhere, lazily. A new top-level module
 or subpackage must be placed in LAYERS, which is the point: whoever adds one decides where it sits.
@@ -17,15 +18,20 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "memory_r1"
 LAYERS: dict[str, int] = {
-    "records": 0, "embeddings": 0, "settings": 0,
-    "bank": 1, "data": 1, "llm": 1,
+    "records": 0,
+    "embeddings": 0,
+    "settings": 0,
+    "bank": 1,
+    "data": 1,
+    "llm": 1,
     "prompts": 2,
     "agents": 3,
     "pipeline": 4,
     "memory": 5,
     "eval": 6,
     "rl": 7,
-    "cli": 8, "service": 8,
+    "cli": 8,
+    "service": 8,
 }
 LEAVES = {"cli", "service"}  # nothing imports them
 MAX_MODULE_LINES = 900
@@ -91,4 +97,6 @@ def test_the_checker_sees_an_upstream_import(tmp_path: Path):
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_modules_fit_in_one_head(path: Path):
     lines = len(path.read_text(encoding="utf-8").splitlines())
-    assert lines <= MAX_MODULE_LINES, f"{path.relative_to(PACKAGE)} has {lines} lines (cap {MAX_MODULE_LINES})"
+    assert lines <= MAX_MODULE_LINES, (
+        f"{path.relative_to(PACKAGE)} has {lines} lines (cap {MAX_MODULE_LINES})"
+    )

@@ -18,7 +18,6 @@ import types
 import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -39,10 +38,14 @@ class Setting:
     doc: str
 
 
-@cache
+_DOCS: dict[type, dict[str, str]] = {}
+
+
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring under each field of a dataclass (and its bases), from its source; {} if unavailable."""
-    docs: dict[str, str] = {}
+    if cls in _DOCS:
+        return _DOCS[cls]
+    docs: dict[str, str] = _DOCS.setdefault(cls, {})
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
             continue
@@ -52,9 +55,13 @@ def field_docs(cls: type) -> dict[str, str]:
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
         for node, after in zip(body, body[1:], strict=False):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
-                    and isinstance(after.value.value, str)):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
                 docs[node.target.id] = " ".join(after.value.value.split())
     return docs
 
@@ -114,7 +121,9 @@ def _convert(raw: str, tp: Any, path: str) -> Any:
         try:
             return tp(raw)
         except ValueError:
-            raise SettingError(f"{path}: expected {'an integer' if tp is int else 'a number'}, got {raw!r}") from None
+            raise SettingError(
+                f"{path}: expected {'an integer' if tp is int else 'a number'}, got {raw!r}"
+            ) from None
     if tp is str:
         return raw
     if tp is Path:

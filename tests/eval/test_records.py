@@ -37,12 +37,26 @@ def test_committed_summaries_round_trip(path: Path):
 
 
 def test_a_result_row_round_trips_and_keeps_the_corrected_view_optional():
-    row = {"key": "0/conv-30/4", "seed": 0, "sample_id": "conv-30", "qa_index": 4, "category": 2,
-           "question": "q?", "gold": "g", "prediction": "p", "scores": {"f1": 0.5, "bleu1": 0.2, "em": 0.0},
-           "selected_memory_ids": ["m1"], "selected_memories": ["text"], "retrieved": 60, "raw_output": "raw",
-           "parse_error": None, "prompt_version": "answer-v1",
-           "latency_s": {"search": 0.01, "answer": 1.5, "judge": 0.0}, "tokens": {"prompt": 900, "completion": 12},
-           "judge": None}
+    row = {
+        "key": "0/conv-30/4",
+        "seed": 0,
+        "sample_id": "conv-30",
+        "qa_index": 4,
+        "category": 2,
+        "question": "q?",
+        "gold": "g",
+        "prediction": "p",
+        "scores": {"f1": 0.5, "bleu1": 0.2, "em": 0.0},
+        "selected_memory_ids": ["m1"],
+        "selected_memories": ["text"],
+        "retrieved": 60,
+        "raw_output": "raw",
+        "parse_error": None,
+        "prompt_version": "answer-v1",
+        "latency_s": {"search": 0.01, "answer": 1.5, "judge": 0.0},
+        "tokens": {"prompt": 900, "completion": 12},
+        "judge": None,
+    }
     assert ResultRow.from_json(row).to_json() == row
     fixed = {**row, "corrected_gold": "p", "corrected_scores": {"f1": 1.0, "bleu1": 1.0, "em": 1.0}}
     assert ResultRow.from_json(fixed).to_json() == fixed

@@ -21,7 +21,7 @@ CONFIGS = {"pipeline": PipelineConfig, "eval": EvalConfig}
 def show_config(
     name: Annotated[str, typer.Argument(help=f"Which config: {', '.join(CONFIGS)}.")] = "pipeline",
 ) -> None:
-    """List the settings of a config: dotted path (for --set), type, default, and where the default comes from."""
+    """List a config's settings: dotted path (for --set), type, default and where the default comes from."""
     if name not in CONFIGS:
         raise ValueError(f"unknown config {name!r}; choose one of: {', '.join(CONFIGS)}")
     table = Table(title=f"{name} settings (override with --set PATH=VALUE)")

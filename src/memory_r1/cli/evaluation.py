@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import TaskID
 from rich.table import Table
 
 from memory_r1.cli.common import (
@@ -83,7 +84,7 @@ def evaluate(
     out = out or Path("runs/eval") / f"{system}-{split}"
     evaluated = build_system(system, pipeline, context_tokens)
     with progress_bar() as progress:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def on_conversation(sample_id: str, turns: int, questions: int) -> None:
             tasks["ingest"] = progress.add_task(f"{sample_id} ingest", total=turns)

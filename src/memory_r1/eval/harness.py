@@ -140,13 +140,15 @@ def _answer_batch(
     answers = system.answer(conversation, batch, seed if len(config.seeds) > 1 else None)
     golds = [str(q.answer) for q in batch]
     corrected = [config.corrections.get((q.sample_id, q.index)) for q in batch]
-    judged, judged_corrected, judge_s = [None] * len(batch), [None] * len(batch), 0.0
+    judged: list[JudgeResult | None] = [None] * len(batch)
+    judged_corrected: list[JudgeResult | None] = [None] * len(batch)
+    judge_s = 0.0
     if judge is not None:
         t0 = time.perf_counter()
         items = [JudgeItem(q.question, g, a.answer) for q, g, a in zip(batch, golds, answers, strict=True)]
         fixes = [(i, JudgeItem(q.question, c, answers[i].answer)) for i, (q, c) in enumerate(zip(batch, corrected)) if c]
         results = judge.judge(items + [item for _, item in fixes])
-        judged = results[: len(batch)]
+        judged = list(results[: len(batch)])
         for (i, _), result in zip(fixes, results[len(batch):], strict=True):
             judged_corrected[i] = result
         judge_s = (time.perf_counter() - t0) / len(batch)
@@ -186,8 +188,8 @@ def _answer_batch(
     return rows
 
 
-def _j(result) -> float | None:
-    return None if result.label is None else float(result.label == "CORRECT")
+def _j(result: JudgeResult | None) -> float | None:
+    return None if result is None or result.label is None else float(result.label == "CORRECT")
 
 
 def _judge_record(result: JudgeResult | None) -> JudgeRecord | None:

@@ -70,14 +70,27 @@ class JudgeRecord:
     error: str | None
 
     def to_json(self) -> Json:
-        return {"label": self.label, "reasoning": self.reasoning, "raw_output": self.raw_output,
-                "model": self.model, "prompt_version": self.prompt_version, "cached": self.cached,
-                "error": self.error}
+        return {
+            "label": self.label,
+            "reasoning": self.reasoning,
+            "raw_output": self.raw_output,
+            "model": self.model,
+            "prompt_version": self.prompt_version,
+            "cached": self.cached,
+            "error": self.error,
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> JudgeRecord:
-        return cls(d.get("label"), d.get("reasoning"), d.get("raw_output"), d.get("model"),
-                   d.get("prompt_version"), bool(d.get("cached", False)), d.get("error"))
+        return cls(
+            d.get("label"),
+            d.get("reasoning"),
+            d.get("raw_output"),
+            d.get("model"),
+            d.get("prompt_version"),
+            bool(d.get("cached", False)),
+            d.get("error"),
+        )
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,7 @@ class ResultRow:
     gold: str
     prediction: str
     scores: MetricScores
-    selected_memory_ids: list[str]
+    selected_memory_ids: list[int]
     selected_memories: list[str]
     retrieved: int
     raw_output: str
@@ -107,14 +120,24 @@ class ResultRow:
 
     def to_json(self) -> Json:
         row: Json = {
-            "key": self.key, "seed": self.seed, "sample_id": self.sample_id, "qa_index": self.qa_index,
-            "category": self.category, "question": self.question, "gold": self.gold,
-            "prediction": self.prediction, "scores": dict(self.scores),
+            "key": self.key,
+            "seed": self.seed,
+            "sample_id": self.sample_id,
+            "qa_index": self.qa_index,
+            "category": self.category,
+            "question": self.question,
+            "gold": self.gold,
+            "prediction": self.prediction,
+            "scores": dict(self.scores),
             "selected_memory_ids": list(self.selected_memory_ids),
-            "selected_memories": list(self.selected_memories), "retrieved": self.retrieved,
-            "raw_output": self.raw_output, "parse_error": self.parse_error,
-            "prompt_version": self.prompt_version, "latency_s": dict(self.latency_s),
-            "tokens": dict(self.tokens), "judge": self.judge.to_json() if self.judge else None,
+            "selected_memories": list(self.selected_memories),
+            "retrieved": self.retrieved,
+            "raw_output": self.raw_output,
+            "parse_error": self.parse_error,
+            "prompt_version": self.prompt_version,
+            "latency_s": dict(self.latency_s),
+            "tokens": dict(self.tokens),
+            "judge": self.judge.to_json() if self.judge else None,
         }
         if self.corrected_gold is not None:
             row["corrected_gold"] = self.corrected_gold
@@ -126,17 +149,28 @@ class ResultRow:
         try:
             judge = d.get("judge")
             return cls(
-                key=str(d["key"]), seed=int(d["seed"]), sample_id=str(d["sample_id"]),
-                qa_index=int(d["qa_index"]), category=int(d["category"]), question=str(d["question"]),
-                gold=str(d["gold"]), prediction=str(d["prediction"]), scores=dict(d["scores"]),
+                key=str(d["key"]),
+                seed=int(d["seed"]),
+                sample_id=str(d["sample_id"]),
+                qa_index=int(d["qa_index"]),
+                category=int(d["category"]),
+                question=str(d["question"]),
+                gold=str(d["gold"]),
+                prediction=str(d["prediction"]),
+                scores=dict(d["scores"]),
                 selected_memory_ids=list(d.get("selected_memory_ids", [])),
                 selected_memories=list(d.get("selected_memories", [])),
-                retrieved=int(d.get("retrieved", 0)), raw_output=str(d.get("raw_output", "")),
-                parse_error=d.get("parse_error"), prompt_version=str(d.get("prompt_version", "")),
-                latency_s=dict(d["latency_s"]), tokens=dict(d["tokens"]),
+                retrieved=int(d.get("retrieved", 0)),
+                raw_output=str(d.get("raw_output", "")),
+                parse_error=d.get("parse_error"),
+                prompt_version=str(d.get("prompt_version", "")),
+                latency_s=dict(d["latency_s"]),
+                tokens=dict(d["tokens"]),
                 judge=JudgeRecord.from_json(judge) if isinstance(judge, Mapping) else None,
                 corrected_gold=_str(d.get("corrected_gold")),
-                corrected_scores=dict(d["corrected_scores"]) if d.get("corrected_scores") is not None else None,
+                corrected_scores=dict(d["corrected_scores"])
+                if d.get("corrected_scores") is not None
+                else None,
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"malformed result row ({type(error).__name__}: {error})") from None
@@ -190,8 +224,10 @@ class CategoryScores:
     @classmethod
     def from_json(cls, value: object, where: str) -> CategoryScores:
         d = _obj(value, where)
-        return cls({k: Stat.from_json(v, f"{where}.{k}") for k, v in d.items() if k != "n"},
-                   _int(d.get("n"), f"{where}.n"))
+        return cls(
+            {k: Stat.from_json(v, f"{where}.{k}") for k, v in d.items() if k != "n"},
+            _int(d.get("n"), f"{where}.n"),
+        )
 
 
 ByCategory = dict[str, dict[str, CategoryScores]]  # convention ("paper" | "locomo") -> label -> scores
@@ -204,13 +240,16 @@ def _by_category_from(value: object, where: str) -> ByCategory:
             continue
         if not isinstance(table, Mapping) or not all(isinstance(v, Mapping) for v in table.values()):
             raise ValueError(f"{where}.{convention} must map category labels to objects")
-        tables[convention] = {label: CategoryScores.from_json(v, f"{where}.{convention}.{label}")
-                              for label, v in table.items()}
+        tables[convention] = {
+            label: CategoryScores.from_json(v, f"{where}.{convention}.{label}") for label, v in table.items()
+        }
     return tables
 
 
 def _by_category_to(tables: ByCategory) -> Json:
-    return {convention: {label: c.to_json() for label, c in table.items()} for convention, table in tables.items()}
+    return {
+        convention: {label: c.to_json() for label, c in table.items()} for convention, table in tables.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -227,8 +266,11 @@ class SeedSpread:
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> SeedSpread:
         per_seed = _opt_obj(value.get("per_seed"), "seeds.per_seed") or {}
-        return cls({str(k): dict(_obj(v, f"seeds.per_seed.{k}")) for k, v in per_seed.items()},
-                   _opt_dict(value.get("mean"), "seeds.mean"), _opt_dict(value.get("std"), "seeds.std"))
+        return cls(
+            {str(k): dict(_obj(v, f"seeds.per_seed.{k}")) for k, v in per_seed.items()},
+            _opt_dict(value.get("mean"), "seeds.mean"),
+            _opt_dict(value.get("std"), "seeds.std"),
+        )
 
 
 def _opt_dict(value: object, where: str) -> dict[str, Any] | None:
@@ -245,14 +287,19 @@ class Corrected:
     changed: int | None
 
     def to_json(self) -> Json:
-        return {"overall": _scores_to(self.overall), "by_category": _by_category_to(self.by_category),
-                "changed": self.changed}
+        return {
+            "overall": _scores_to(self.overall),
+            "by_category": _by_category_to(self.by_category),
+            "changed": self.changed,
+        }
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> Corrected:
-        return cls(_scores_from(value.get("overall") or {}, "corrected.overall"),
-                   _by_category_from(value.get("by_category"), "corrected.by_category"),
-                   _int(value.get("changed"), "corrected.changed"))
+        return cls(
+            _scores_from(value.get("overall") or {}, "corrected.overall"),
+            _by_category_from(value.get("by_category"), "corrected.by_category"),
+            _int(value.get("changed"), "corrected.changed"),
+        )
 
 
 @dataclass(frozen=True)
@@ -266,8 +313,11 @@ class JudgeSummary:
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> JudgeSummary:
-        return cls(_str(value.get("model")), _str(value.get("prompt_version")),
-                   _int(value.get("failures"), "judge.failures"))
+        return cls(
+            _str(value.get("model")),
+            _str(value.get("prompt_version")),
+            _int(value.get("failures"), "judge.failures"),
+        )
 
 
 @dataclass(frozen=True)
@@ -284,10 +334,16 @@ class OperationStats:
     bank_size: dict[str, list[list[int]]] = field(default_factory=dict)  # conversation -> [turn, live]
 
     def to_json(self) -> Json:
-        return {**{op: self.counts.get(op, 0) for op in OPERATIONS}, "rejected": self.rejected,
-                "decisions": self.decisions, "unparsable_decisions": self.unparsable_decisions,
-                "parse_failure_rate": self.parse_failure_rate, "extract_failures": self.extract_failures,
-                "turns": self.turns, "bank_size": self.bank_size}
+        return {
+            **{op: self.counts.get(op, 0) for op in OPERATIONS},
+            "rejected": self.rejected,
+            "decisions": self.decisions,
+            "unparsable_decisions": self.unparsable_decisions,
+            "parse_failure_rate": self.parse_failure_rate,
+            "extract_failures": self.extract_failures,
+            "turns": self.turns,
+            "bank_size": self.bank_size,
+        }
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> OperationStats:
@@ -295,10 +351,16 @@ class OperationStats:
             return _int(value.get(key), f"operations.{key}")
 
         bank = _opt_obj(value.get("bank_size"), "operations.bank_size") or {}
-        return cls({op: count(op) or 0 for op in OPERATIONS}, count("rejected"), count("decisions"),
-                   count("unparsable_decisions"), _num(value.get("parse_failure_rate"), "parse_failure_rate"),
-                   count("extract_failures"), count("turns"),
-                   {str(k): [list(p) for p in v] for k, v in bank.items()})
+        return cls(
+            {op: count(op) or 0 for op in OPERATIONS},
+            count("rejected"),
+            count("decisions"),
+            count("unparsable_decisions"),
+            _num(value.get("parse_failure_rate"), "parse_failure_rate"),
+            count("extract_failures"),
+            count("turns"),
+            {str(k): [list(p) for p in v] for k, v in bank.items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -316,8 +378,12 @@ class Percentiles:
     @classmethod
     def from_json(cls, value: object, where: str) -> Percentiles:
         d = _obj(value, where)
-        return cls(_num(d.get("p50"), where), _num(d.get("p95"), where), _num(d.get("mean"), where),
-                   _int(d.get("n"), where))
+        return cls(
+            _num(d.get("p50"), where),
+            _num(d.get("p95"), where),
+            _num(d.get("mean"), where),
+            _int(d.get("n"), where),
+        )
 
 
 @dataclass(frozen=True)
@@ -327,14 +393,20 @@ class StageTokens:
     calls: int | None
 
     def to_json(self) -> Json:
-        return {"prompt_per_call": self.prompt_per_call, "completion_per_call": self.completion_per_call,
-                "calls": self.calls}
+        return {
+            "prompt_per_call": self.prompt_per_call,
+            "completion_per_call": self.completion_per_call,
+            "calls": self.calls,
+        }
 
     @classmethod
     def from_json(cls, value: object, where: str) -> StageTokens:
         d = _obj(value, where)
-        return cls(_num(d.get("prompt_per_call"), where), _num(d.get("completion_per_call"), where),
-                   _int(d.get("calls"), where))
+        return cls(
+            _num(d.get("prompt_per_call"), where),
+            _num(d.get("completion_per_call"), where),
+            _int(d.get("calls"), where),
+        )
 
 
 @dataclass(frozen=True)
@@ -351,16 +423,29 @@ class RunInfo:
     banks_dir: str | None = None
 
     def to_json(self) -> Json:
-        return {"system": self.system, "split": self.split, "seeds": list(self.seeds),
-                "started_at": self.started_at, "finished_at": self.finished_at, "wall_s": self.wall_s,
-                "command": self.command, "banks_dir": self.banks_dir}
+        return {
+            "system": self.system,
+            "split": self.split,
+            "seeds": list(self.seeds),
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "wall_s": self.wall_s,
+            "command": self.command,
+            "banks_dir": self.banks_dir,
+        }
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> RunInfo:
-        return cls(_str(value.get("system")), _str(value.get("split")), list(value.get("seeds") or []),
-                   _str(value.get("started_at")), _str(value.get("finished_at")),
-                   _num(value.get("wall_s"), "run.wall_s"), _str(value.get("command")),
-                   _str(value.get("banks_dir")))
+        return cls(
+            _str(value.get("system")),
+            _str(value.get("split")),
+            list(value.get("seeds") or []),
+            _str(value.get("started_at")),
+            _str(value.get("finished_at")),
+            _num(value.get("wall_s"), "run.wall_s"),
+            _str(value.get("command")),
+            _str(value.get("banks_dir")),
+        )
 
 
 # ---------------------------------------------------------------- the summary
@@ -373,7 +458,9 @@ class RunSummary:
     overall: dict[str, Stat]
     format: str = FORMAT
     memory_r1_version: str | None = None
-    settings: dict[str, Any] = field(default_factory=dict)  # the system's resolved settings, as it reports them
+    settings: dict[str, Any] = field(
+        default_factory=dict
+    )  # the system's resolved settings, as it reports them
     questions: int | None = None
     by_category: ByCategory = field(default_factory=dict)
     seeds: SeedSpread | None = None
@@ -388,8 +475,11 @@ class RunSummary:
 
     def to_json(self) -> Json:
         out: Json = {
-            "format": self.format, "memory_r1_version": self.memory_r1_version, "settings": self.settings,
-            "questions": self.questions, "overall": _scores_to(self.overall),
+            "format": self.format,
+            "memory_r1_version": self.memory_r1_version,
+            "settings": self.settings,
+            "questions": self.questions,
+            "overall": _scores_to(self.overall),
             "by_category": _by_category_to(self.by_category),
             "seeds": self.seeds.to_json() if self.seeds else None,
             "corrected": self.corrected.to_json() if self.corrected else None,
@@ -413,12 +503,27 @@ class RunSummary:
         found = value.get("format", FORMAT)
         if found != FORMAT:
             raise ValueError(f"unsupported format {found!r} (expected {FORMAT!r})")
-        parts = {key: _opt_obj(value.get(key), key) for key in (
-            "run", "settings", "by_category", "seeds", "corrected", "judge", "operations", "latency_s",
-            "tokens", "per_question", "compute_s")}
+        parts = {
+            key: _opt_obj(value.get(key), key)
+            for key in (
+                "run",
+                "settings",
+                "by_category",
+                "seeds",
+                "corrected",
+                "judge",
+                "operations",
+                "latency_s",
+                "tokens",
+                "per_question",
+                "compute_s",
+            )
+        }
         if not isinstance(value.get("overall"), Mapping):
             raise ValueError("missing 'overall' scores")
-        seeds, corrected, judge, ops, run = (parts[k] for k in ("seeds", "corrected", "judge", "operations", "run"))
+        seeds, corrected, judge, ops, run = (
+            parts[k] for k in ("seeds", "corrected", "judge", "operations", "run")
+        )
         per_question = parts["per_question"]
         return cls(
             overall=_scores_from(value["overall"], "overall"),
@@ -431,11 +536,15 @@ class RunSummary:
             corrected=Corrected.from_json(corrected) if corrected is not None else None,
             judge=JudgeSummary.from_json(judge) if judge is not None else None,
             operations=OperationStats.from_json(ops) if ops is not None else None,
-            latency_s={k: Percentiles.from_json(v, f"latency_s.{k}") for k, v in (parts["latency_s"] or {}).items()},
+            latency_s={
+                k: Percentiles.from_json(v, f"latency_s.{k}") for k, v in (parts["latency_s"] or {}).items()
+            },
             tokens={k: StageTokens.from_json(v, f"tokens.{k}") for k, v in (parts["tokens"] or {}).items()},
-            per_question=None if per_question is None else
-            {str(k): dict(_obj(v, f"per_question.{k}")) for k, v in per_question.items()},
-            compute_s=None if parts["compute_s"] is None else
-            {str(k): float(_num(v, f"compute_s.{k}") or 0.0) for k, v in parts["compute_s"].items()},
+            per_question=None
+            if per_question is None
+            else {str(k): dict(_obj(v, f"per_question.{k}")) for k, v in per_question.items()},
+            compute_s=None
+            if parts["compute_s"] is None
+            else {str(k): float(_num(v, f"compute_s.{k}") or 0.0) for k, v in parts["compute_s"].items()},
             run=RunInfo.from_json(run) if run is not None else None,
         )

@@ -93,8 +93,9 @@ def load_runs(run_dirs: Sequence[Path]) -> list[Run]:
 # ---------------------------------------------------------------- formatting
 
 
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+def _missing(value: float | None) -> bool:
+    """None or NaN: nothing to show."""
+    return value is None or math.isnan(value)
 
 
 def _pct_ci(stat: Stat | None) -> str:
@@ -109,15 +110,15 @@ def _pct_ci(stat: Stat | None) -> str:
 
 
 def _pct(value: float | None) -> str:
-    return DASH if _missing(value) else f"{100 * value:.1f}"
+    return DASH if value is None or math.isnan(value) else f"{100 * value:.1f}"
 
 
 def _rate(value: float | None) -> str:
-    return DASH if _missing(value) else f"{100 * value:.1f}%"
+    return DASH if value is None or math.isnan(value) else f"{100 * value:.1f}%"
 
 
 def _seconds(value: float | None) -> str:
-    return DASH if _missing(value) else (f"{value:.3f}" if value < 10 else f"{value:.1f}")
+    return DASH if value is None or math.isnan(value) else (f"{value:.3f}" if value < 10 else f"{value:.1f}")
 
 
 def _count(value: float | None) -> str:

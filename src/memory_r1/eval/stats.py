@@ -14,7 +14,7 @@ import numpy as np
 NAN = float("nan")
 
 
-def bootstrap_ci(values: Sequence[float], *, resamples: int = 1000, level: float = 0.95,
+def bootstrap_ci(values: Sequence[float] | np.ndarray, *, resamples: int = 1000, level: float = 0.95,
                  seed: int = 0) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean, resampling questions with replacement.
 
@@ -40,10 +40,10 @@ def bootstrap_ci(values: Sequence[float], *, resamples: int = 1000, level: float
     return float(lo), float(hi)
 
 
-def summarize(values: Sequence[float], **bootstrap_kw) -> dict:
+def summarize(values: Sequence[float], *, resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
     """{"mean", "ci95": [lo, hi], "n"}: the record each metric gets in `summary.json`."""
     x = np.asarray(values, dtype=float)
-    lo, hi = bootstrap_ci(x, **bootstrap_kw)
+    lo, hi = bootstrap_ci(x, resamples=resamples, level=level, seed=seed)
     return {"mean": float(x.mean()) if x.size else NAN, "ci95": [lo, hi], "n": int(x.size)}
 
 

@@ -111,7 +111,9 @@ class TurnRetrievalSystem:
         provenance = Provenance("rag-index", "", "")
         for session in conversation.sessions:
             pending = [t for t in session.turns if t.dia_id not in done]
-            vectors = self.embedder.embed([t.render() for t in pending]) if pending else []
+            if not pending:
+                continue
+            vectors = self.embedder.embed([t.render() for t in pending])
             for turn, vector in zip(pending, vectors, strict=True):
                 with store.transaction():
                     store.add(owner_id(conversation.sample_id, turn.speaker), turn.render(), vector,
