@@ -26,7 +26,7 @@ LAYERS: dict[str, int] = {
     "llm": 1,
     "prompts": 2,
     "agents": 3,
-    "pipeline": 4,
+    "pipeline": 4, "parallel": 4,
     "memory": 5,
     "eval": 6,
     "rl": 7,

@@ -90,8 +90,11 @@ def evaluate(
             tasks["ingest"] = progress.add_task(f"{sample_id} ingest", total=turns)
             tasks["answer"] = progress.add_task(f"{sample_id} questions", total=questions)
 
+        def on_prepare(n_conversations: int, turns: int) -> None:
+            tasks["ingest"] = progress.add_task(f"{n_conversations} conversations ingest", total=turns)
+
         callbacks = Callbacks(on_conversation, lambda: progress.advance(tasks["ingest"]),
-                              lambda n: progress.advance(tasks["answer"], n))
+                              lambda n: progress.advance(tasks["answer"], n), on_prepare)
         summary = run_eval(evaluated, conversations, config, out, banks_dir=banks, judge=judge,
                            command=shlex.join(["memory-r1", *sys.argv[1:]]), callbacks=callbacks)
     _print_summary(summary)

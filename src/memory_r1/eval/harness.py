@@ -43,7 +43,7 @@ from memory_r1.eval.records import (
     Stat,
 )
 from memory_r1.eval.stats import mean_std, percentiles, summarize
-from memory_r1.eval.systems import EvalSystem
+from memory_r1.eval.systems import ConcurrentPreparation, EvalSystem
 from memory_r1.pipeline import TurnRecord
 from memory_r1.records import Category, Conversation, QAItem
 
@@ -71,6 +71,10 @@ class EvalConfig:
     the bank is a prefix of the full one and is shared with (and resumed by) a full run."""
     corrections: dict[tuple[str, int], str] = field(default_factory=dict)
     """(sample_id, qa index) -> corrected gold answer, for the corrected-labels view."""
+    concurrent_conversations: int = 8
+    """Banks of this many conversations are built at once, their model calls batched together (each bank
+    still sees its own decisions in order). Our choice: 8, the test split's size and the transformers
+    backend's batch; 1 ingests one conversation after another."""
 
 
 @dataclass
@@ -80,6 +84,8 @@ class Callbacks:
     on_conversation: Callable[[str, int, int], None] = lambda sample_id, turns, questions: None
     on_turn: Callable[[], None] = lambda: None
     on_questions: Callable[[int], None] = lambda n: None
+    on_prepare: Callable[[int, int], None] = lambda conversations, turns: None
+    """Before banks are built concurrently: how many conversations and turns."""
 
 
 def run_eval(
@@ -102,7 +108,13 @@ def run_eval(
     done = {row.key for row in read_results(results_path)}
     start = time.perf_counter()
 
-    for conversation in _select(conversations, config):
+    selected = _select(conversations, config)
+    if isinstance(system, ConcurrentPreparation) and config.concurrent_conversations > 1 and len(selected) > 1:
+        callbacks.on_prepare(len(selected), sum(len(c.turns) for c in selected))
+        for i in range(0, len(selected), config.concurrent_conversations):
+            system.prepare_many(selected[i : i + config.concurrent_conversations], banks_dir,
+                                on_turn=lambda _turn: callbacks.on_turn())
+    for conversation in selected:
         questions = _questions(conversation, config)
         callbacks.on_conversation(conversation.sample_id, len(conversation.turns), len(questions) * len(config.seeds))
         system.prepare(conversation, banks_dir, on_turn=lambda _turn: callbacks.on_turn())

@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from memory_r1.agents import AnswerAgent, AnswerConfig
 from memory_r1.agents.parsing import parse_answer
@@ -23,6 +23,7 @@ from memory_r1.bank import SQLiteStore
 from memory_r1.embeddings import Embedder
 from memory_r1.llm import load_generator
 from memory_r1.llm.base import GenerationConfig, Generator
+from memory_r1.parallel import ingest_concurrently
 from memory_r1.pipeline import MemorySystem, PipelineConfig, TurnRecord
 from memory_r1.prompts import answer_full_context
 from memory_r1.records import Answer, Conversation, Provenance, QAItem, Turn, owner_id
@@ -48,6 +49,14 @@ class EvalSystem(Protocol):
         ...
 
 
+@runtime_checkable
+class ConcurrentPreparation(Protocol):
+    """A system that can build several conversations' banks at once (their model calls batched together)."""
+
+    def prepare_many(self, conversations: Sequence[Conversation], banks_dir: Path,
+                     on_turn: OnTurn | None = None) -> None: ...
+
+
 def _fingerprint(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -69,12 +78,21 @@ class PipelineSystem:
         keys = ("extractor_model", "manager_model", "embedding_model", "extractor", "manager")
         return {"kind": "memories", **{k: s[k] for k in keys}, "prompts": {k: s["prompts"][k] for k in ("extract", "manage")}}
 
-    def prepare(self, conversation: Conversation, banks_dir: Path, on_turn: OnTurn | None = None) -> None:
+    def _bank(self, conversation: Conversation, banks_dir: Path) -> MemorySystem:
         path = banks_dir / f"{conversation.sample_id}-memories-{_fingerprint(self.bank_identity())}.db"
         banks_dir.mkdir(parents=True, exist_ok=True)
         system = self._banks.get(conversation.sample_id) or self._agents.with_bank(path)
         self._banks[conversation.sample_id] = system
-        system.ingest(conversation, on_turn=on_turn)
+        return system
+
+    def prepare(self, conversation: Conversation, banks_dir: Path, on_turn: OnTurn | None = None) -> None:
+        self._bank(conversation, banks_dir).ingest(conversation, on_turn=on_turn)
+
+    def prepare_many(self, conversations: Sequence[Conversation], banks_dir: Path,
+                     on_turn: OnTurn | None = None) -> None:
+        """Every conversation's bank at once, their extraction and manager calls batched together."""
+        systems = [self._bank(c, banks_dir) for c in conversations]
+        ingest_concurrently(systems, conversations, on_turn=(lambda _c, turn: on_turn(turn)) if on_turn else None)
 
     def answer(self, conversation: Conversation, questions: Sequence[QAItem], seed: int | None) -> list[Answer]:
         return self._banks[conversation.sample_id].answer([q.question for q in questions], conversation.sample_id, seed=seed)
