@@ -52,15 +52,15 @@ def main() -> None:
     turns = sum(len(c.turns) for c in conversations)
 
     sequential = [agents.with_bank(":memory:") for _ in conversations]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for system, conversation in zip(sequential, conversations, strict=True):
         system.ingest(conversation)
-    sequential_s = time.perf_counter() - t0
+    sequential_s, sequential_cpu = time.perf_counter() - t0, time.process_time() - c0
 
     concurrent = [agents.with_bank(":memory:") for _ in conversations]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ingest_concurrently(concurrent, conversations)
-    concurrent_s = time.perf_counter() - t0
+    concurrent_s, concurrent_cpu = time.perf_counter() - t0, time.process_time() - c0
 
     same_banks = sum(decisions(a) == decisions(b) for a, b in zip(sequential, concurrent, strict=True))
     pairs = [
@@ -76,6 +76,8 @@ def main() -> None:
         "sequential_turns_per_s": turns / sequential_s,
         "concurrent_turns_per_s": turns / concurrent_s,
         "speedup": sequential_s / concurrent_s,
+        "cpu_s": {"sequential": sequential_cpu, "concurrent": concurrent_cpu},
+        "cpu_speedup": sequential_cpu / concurrent_cpu,
         "identical_banks": same_banks,
         "history_rows_agreeing": agree,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {os.environ.get('OMP_NUM_THREADS', '?')}",
