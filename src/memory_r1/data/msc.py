@@ -48,7 +48,7 @@ MSC_FILE = RemoteFile(
 def load_msc(path: str | Path) -> list[Conversation]:
     """Load msc_self_instruct.jsonl (JSON Lines; blank lines are skipped) into one conversation per line."""
     path = Path(path)
-    conversations = []
+    conversations: list[Conversation] = []
     for number, line in enumerate(read_json_text(path, "MSC").splitlines()):
         if not line.strip():
             continue
