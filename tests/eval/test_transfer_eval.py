@@ -69,19 +69,19 @@ def test_longmemeval_rows_scores_and_table(tmp_path: Path, scripted, make_system
     judge = Judge(scripted(_abstention_only_judge))
     summary = run_eval(PipelineSystem("memory-r1", agents), conversations, EvalConfig(split="all", dataset="longmemeval"),
                        tmp_path / "run", banks_dir=tmp_path / "banks", judge=judge)
-    rows = {r["sample_id"]: r for r in read_results(tmp_path / "run" / "results.jsonl")}
+    rows = {r.sample_id: r for r in read_results(tmp_path / "run" / "results.jsonl")}
     assert set(rows) == {"fx0001", "fx0002", "fx0003_abs", "fx0004"}  # the abstention question is evaluated
-    assert rows["fx0001"]["scores"] == {"f1": 1.0, "bleu1": pytest.approx(1.0), "em": 1.0, "j": 0.0}
-    assert rows["fx0003_abs"]["scores"] == {"f1": None, "bleu1": None, "em": None, "j": 1.0}
-    assert rows["fx0003_abs"]["judge"]["prompt_version"] == "judge-longmemeval-v1/abstention"
-    assert rows["fx0002"]["judge"]["prompt_version"] == "judge-longmemeval-v1/temporal-reasoning"
-    assert rows["fx0003_abs"]["abstention"] and rows["fx0001"]["question_type"] == "single-session-user"
-    assert rows["fx0001"]["category"] is None
-    assert summary["overall"]["f1"]["n"] == 3 and summary["overall"]["j"]["n"] == 4
-    by_type = summary["by_type"]
-    assert {k: v["n"] for k, v in by_type.items()} == {"abstention": 1, "knowledge-update": 1,
+    assert rows["fx0001"].scores == {"f1": 1.0, "bleu1": pytest.approx(1.0), "em": 1.0, "j": 0.0}
+    assert rows["fx0003_abs"].scores == {"f1": None, "bleu1": None, "em": None, "j": 1.0}
+    assert rows["fx0003_abs"].judge.prompt_version == "judge-longmemeval-v1/abstention"
+    assert rows["fx0002"].judge.prompt_version == "judge-longmemeval-v1/temporal-reasoning"
+    assert rows["fx0003_abs"].abstention and rows["fx0001"].question_type == "single-session-user"
+    assert rows["fx0001"].category is None
+    assert summary.overall["f1"].n == 3 and summary.overall["j"].n == 4
+    by_type = summary.by_type or {}
+    assert {k: v.n for k, v in by_type.items()} == {"abstention": 1, "knowledge-update": 1,
                                                        "single-session-user": 2, "temporal-reasoning": 1}
-    assert by_type["abstention"]["j"]["mean"] == 1.0 and by_type["single-session-user"]["j"]["mean"] == 0.5
+    assert by_type["abstention"].scores["j"].mean == 1.0 and by_type["single-session-user"].scores["j"].mean == 0.5
     assert any("(Asked on 2023/06/12 (Mon) 09:15) What colour is my new bicycle?" in p for p in seen)
     assert json.loads((tmp_path / "run" / "run.json").read_text())["dataset"] == "longmemeval"
 
@@ -96,7 +96,7 @@ def test_eval_cli_end_to_end_on_fixture_with_tiny_model(dataset, data, questions
                  "hashing", "--out", tmp_path / "run", "--banks", tmp_path / "banks")
     assert result.exit_code == 0, result.output
     rows = read_results(tmp_path / "run" / "results.jsonl")
-    assert len(rows) == questions and all(r["dataset"] == dataset for r in rows)
+    assert len(rows) == questions and all(r.dataset == dataset for r in rows)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["questions"] == questions and summary["run"]["split"] == "all"
     loaded = load_longmemeval(data) if dataset == "longmemeval" else load_msc(data)
