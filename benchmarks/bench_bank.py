@@ -2,14 +2,19 @@
 
     python benchmarks/bench_bank.py                      # 1k, 10k, 100k memories per owner; ~1 min
     python benchmarks/bench_bank.py --with-embedding     # also time query embedding with the real embedder
+    python benchmarks/bench_bank.py --sizes 10000 --with-embedding --contention   # + threads beside a busy process
 
 Search numbers are the store alone (query vectors are given, as the agents pass them in): one owner of N
 random normalised 384-d float32 vectors plus a second, small owner. "cold" is the first query, which builds
 the owner's in-memory matrix from the file. Write throughput is measured on a file bank (WAL,
 synchronous=NORMAL) with its search index built, so cache maintenance is included.
 
-On few cores, embed+search can cost more than embed plus search: torch's OpenMP threads and numpy's
-OpenBLAS threads spin against each other when calls alternate. Compare a run under OMP_NUM_THREADS=1.
+On few cores, embed+search used to cost far more than embed plus search: torch's OpenMP threads and
+numpy's OpenBLAS threads spun against each other when the calls alternated. `memory_r1.threads` now runs the
+search's matmul on the calling thread; --with-embedding measures end to end both ways in the same run
+("before" = BLAS left alone, SEARCH_BLAS_THREADS=None). --contention times embedding (and, with --generate
+MODEL, generation) at the default torch thread count and at one thread per core, alone and beside a
+busy-looping process. Run it under `flock /tmp/heavy.lock` on a shared machine.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import argparse
 import os
 import platform
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +34,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from memory_r1 import threads
 from memory_r1.bank import SQLiteStore
 from memory_r1.records import Provenance
 
@@ -48,6 +56,8 @@ def main() -> None:
     parser.add_argument(
         "--with-embedding", action="store_true", help="also embed each query text (real model)"
     )
+    parser.add_argument("--contention", action="store_true", help="threads alone vs beside a busy process")
+    parser.add_argument("--generate", default=None, help="with --contention: also time generation with MODEL")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -57,7 +67,13 @@ def main() -> None:
         f"{os.cpu_count()} CPUs; Python {platform.python_version()}, numpy {np.__version__}, "
         f"SQLite {sqlite3.sqlite_version}"
     )
-    embed = _load_embedder(console) if args.with_embedding else None
+    embed = _load_embedder(console) if args.with_embedding or args.contention else None
+    console.print(f"torch threads {_torch_threads()} (policy: {threads.torch_threads()}), load average "
+                  f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    if args.contention and embed is not None:
+        console.print(_contention_table(embed, args.generate))
+    if not args.with_embedding:
+        embed = None
     if embed is not None:
         embed_ms = _p50_p95([_ms(embed, [t]) for t in _query_texts(args.queries)])
         console.print(f"query embedding alone, one text per call: p50 {embed_ms[0]} ms, p95 {embed_ms[1]} ms")
@@ -84,7 +100,7 @@ def _search_table(
         f"small owner k={k_last} p50",
     ]
     if embed is not None:
-        columns += [f"embed+search k={k_last} p50", "p95"]
+        columns += [f"embed+search k={k_last} before p50", "p95", "after p50", "p95"]
     for column in columns:
         table.add_column(column, justify="right")
     for n in args.sizes:
@@ -106,10 +122,71 @@ def _search_table(
             row.append(f"{batch:.3f}")
             row += _p50_p95([_ms(store.search, "small", q, k_last) for q in queries])[:1]
             if embed is not None:
-                texts = _query_texts(args.queries)
-                row += _p50_p95([_ms(_embed_and_search, store, embed, t, k_last) for t in texts])
+                row += _before_after(store, embed, args.queries, k_last)
         table.add_row(*row)
     return table
+
+
+def _before_after(store: SQLiteStore, embed: _Embed, n: int, k: int) -> list[str]:
+    """End-to-end search with BLAS left alone (before) and on the calling thread (after), interleaved in
+    blocks of 10 so both see the same machine load."""
+    texts, timings = _query_texts(n), {None: [], 1: []}
+    policy = threads.SEARCH_BLAS_THREADS
+    try:
+        for start in range(0, n, 10):
+            for setting in (None, 1):
+                threads.SEARCH_BLAS_THREADS = setting
+                timings[setting] += [_ms(_embed_and_search, store, embed, t, k) for t in texts[start : start + 10]]
+    finally:
+        threads.SEARCH_BLAS_THREADS = policy
+    return _p50_p95(timings[None]) + _p50_p95(timings[1])
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _contention_table(embed: _Embed, model: str | None) -> Table:
+    """Median ms per call of an embedding batch (and a short greedy generation) at the policy's thread
+    count and at one thread per core, alone and beside a busy-looping process, in one run."""
+    import torch
+
+    generate = _load_generate(model) if model else None
+    table = Table(title="thread settings alone vs beside a busy process (median ms per call)")
+    for column in ("work", "torch threads", "alone", "beside a busy process", "slowdown"):
+        table.add_column(column, justify="right")
+    texts = _query_texts(16)
+    work: list[tuple[str, Callable[[], object], int]] = [("embed 16 texts", lambda: embed(texts), 20)]
+    if generate is not None:
+        work.append((f"generate 16 tokens ({model})", generate, 5))
+    before = torch.get_num_threads()
+    for name, fn, reps in work:
+        for n in sorted({threads.torch_threads(), threads.usable_cpus()}):
+            torch.set_num_threads(n)
+            fn()  # warm-up at this setting
+            alone = float(np.median([_ms(fn) for _ in range(reps)]))
+            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            try:
+                time.sleep(0.5)
+                shared = float(np.median([_ms(fn) for _ in range(reps)]))
+            finally:
+                busy.kill()
+                busy.wait()
+            table.add_row(name, str(n), f"{alone:.1f}", f"{shared:.1f}", f"{shared / alone:.1f}x")
+    torch.set_num_threads(before)
+    return table
+
+
+def _load_generate(model: str) -> Callable[[], object]:
+    from memory_r1.llm import load_generator
+    from memory_r1.llm.base import GenerationConfig
+
+    generator = load_generator(model)
+    prompt = [{"role": "user", "content": "Name three things people bring on a hike."}]
+    config = GenerationConfig(max_new_tokens=16, temperature=0.0)
+    return lambda: generator.generate([prompt], config)
 
 
 def _write_table(path: Path, ops: int, rng: np.random.Generator) -> Table:

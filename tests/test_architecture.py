@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "records": 0,
     "embeddings": 0,
     "settings": 0,
+    "threads": 0,  # the CPU thread policy: embeddings, bank and llm all read it
     "bank": 1,
     "data": 1,
     "llm": 1,

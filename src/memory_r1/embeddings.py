@@ -48,6 +48,9 @@ class SentenceTransformerEmbedder:
     ) -> None:
         from sentence_transformers import SentenceTransformer  # heavy import, only when used
 
+        from memory_r1.threads import apply_torch_threads
+
+        apply_torch_threads()  # half the cores by default: see memory_r1.threads
         self.name = name or str(model_name_or_path)
         self.batch_size = batch_size
         self.model = SentenceTransformer(str(model_name_or_path), device=device)

@@ -73,9 +73,19 @@ class QAItem:
     index: int  # 0-based position in the sample's full qa list (category 5 included)
     question: str
     answer: str | None  # None for adversarial items that only carry `adversarial_answer`
-    category: Category
+    category: Category | None  # LoCoMo's category; None for other benchmarks (see question_type)
     evidence: tuple[str, ...]  # normalised dia_ids; malformed upstream ids are split/repaired
     adversarial_answer: str | None = None
+    dataset: str = "locomo"  # "locomo", "longmemeval" or "msc": decides how the answer is scored
+    question_type: str | None = None  # LongMemEval's type, e.g. "temporal-reasoning"; None for LoCoMo
+    abstention: bool = False  # LongMemEval "_abs" item: the history does not hold the answer
+    question_date: str | None = None  # when the question is asked (LongMemEval), as the file writes it
+
+    @property
+    def asked(self) -> str:
+        """The question as the answering system sees it: with the date it is asked on, when known
+        (LongMemEval's temporal questions count days from that date)."""
+        return f"(Asked on {self.question_date}) {self.question}" if self.question_date else self.question
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from memory_r1.threads import blas_single_thread
+
 
 class OwnerIndex:
     """One owner's live memories as a dense matrix. Capacity doubles so appends are amortised O(D);
@@ -48,6 +50,14 @@ class OwnerIndex:
         clone = OwnerIndex(self.matrix.shape[1], capacity=0)
         clone.append(self.ids[: self.n], self.times[: self.n], self.matrix[: self.n])
         return clone
+
+
+def similarity(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Cosine scores (n, Q) of unit rows (n, D) against unit queries (Q, D), BLAS on the calling thread:
+    the product is memory-bound, and BLAS worker threads would fight torch's after a query embedding
+    (`memory_r1.threads`)."""
+    with blas_single_thread():
+        return matrix @ queries.T  # (n, Q)
 
 
 def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:

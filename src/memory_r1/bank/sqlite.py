@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memory_r1.bank.index import OwnerIndex, top_k
+from memory_r1.bank.index import OwnerIndex, similarity, top_k
 from memory_r1.bank.store import BankError, IncompatibleBankError, MemoryNotFoundError
 from memory_r1.records import Event, HistoryRecord, MemoryEntry, Provenance, ScoredMemory
 
@@ -446,7 +446,7 @@ class SQLiteStore:
                 times = index.times[: index.n]
                 rows = np.flatnonzero((times >= lo) & (times <= hi))  # NaN (unknown time) fails both
                 matrix, ids = matrix[rows], ids[rows]
-            scores = matrix @ queries.T  # (n, Q)
+            scores = similarity(matrix, queries)  # (n, Q)
             picks = [top_k(scores[:, j], ids, k) for j in range(len(queries))]
             entries = self._entries({int(i) for p in picks for i in ids[p]})
         return [

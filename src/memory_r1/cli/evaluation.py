@@ -21,7 +21,7 @@ from memory_r1.cli.common import (
     progress_bar,
     user_errors,
 )
-from memory_r1.data import find_locomo, load_locomo
+from memory_r1.data import DATASETS, load_benchmark
 from memory_r1.eval.records import RunInfo, RunSummary, Stat
 from memory_r1.pipeline import DEFAULT_MODEL, PipelineConfig
 from memory_r1.settings import apply_overrides
@@ -32,9 +32,11 @@ from memory_r1.settings import apply_overrides
 @app.command("eval")
 @user_errors
 def evaluate(
-    split: Annotated[str, typer.Option(help="val, test, train or all.")] = "val",
+    split: Annotated[str | None, typer.Option(help="LoCoMo: val (default), test, train or all; other datasets: all.")] = None,
+    dataset: Annotated[str, typer.Option(help="locomo, longmemeval or msc.")] = "locomo",
+    variant: Annotated[str | None, typer.Option(help="LongMemEval file: s (default), m or oracle.")] = None,
     system: Annotated[str, typer.Option(help="memory-r1, prompted, rag or full-context.")] = "memory-r1",
-    data: Annotated[Path | None, typer.Option("--data", help="locomo10.json (default: the documented places).")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="The dataset file (default: the documented places).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/eval/<system>-<split>); rerun to resume.")] = None,
     banks: Annotated[Path, typer.Option(help="Where banks are built and reused across runs.")] = Path("runs/banks"),
     model: ModelOpt = DEFAULT_MODEL,
@@ -55,7 +57,7 @@ def evaluate(
     context_tokens: Annotated[int | None, typer.Option(help="full-context: the model's window (default: its config).")] = None,
     settings: SetOpt = None,
 ) -> None:
-    """Run a system over a LoCoMo split; write results.jsonl and summary.json (resumable).
+    """Run a system over a LoCoMo split (or LongMemEval, MSC); write results.jsonl and summary.json (resumable).
 
     --set reaches every pipeline setting (answer.top_k_per_speaker=10) and, prefixed with eval., every
     evaluation setting (eval.batch_size=16); `memory-r1 config pipeline|eval` lists them."""
@@ -70,8 +72,13 @@ def evaluate(
         raise ValueError(f"unknown system {system!r}; choose one of: {', '.join(SYSTEMS)}")
     if seeds < 1 or (seeds > 1 and temperature <= 0):
         raise ValueError("--seeds N > 1 repeats sampled runs: give --temperature > 0 (greedy runs are identical)")
-    conversations = load_locomo(find_locomo(data))
-    config = EvalConfig(split=split, seeds=tuple(range(seeds)), limit=limit,
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+    if dataset != "locomo" and split not in (None, "all"):
+        raise ValueError(f"--split {split} is a LoCoMo split; {dataset} is evaluated whole (--split all)")
+    split = split or ("val" if dataset == "locomo" else "all")
+    conversations = load_benchmark(dataset, data, variant)
+    config = EvalConfig(split=split, dataset=dataset, seeds=tuple(range(seeds)), limit=limit,
                         conversations=tuple(conversation) if conversation else None, sessions=sessions,
                         corrections=load_corrections(corrections, conversations) if corrections else {})
     pipeline = PipelineConfig(model=model, manager_model=manager_model, answer_model=answer_model, backend=backend,
@@ -81,7 +88,7 @@ def evaluate(
     pipeline = apply_overrides(pipeline, [s for s in settings or [] if not s.startswith("eval.")])
     config = apply_overrides(config, eval_keys)
     judge = _load_judge(judge_model, judge_backend, judge_base_url) if judge_model else None
-    out = out or Path("runs/eval") / f"{system}-{split}"
+    out = out or Path("runs/eval") / (f"{system}-{split}" if dataset == "locomo" else f"{system}-{dataset}")
     evaluated = build_system(system, pipeline, context_tokens)
     with progress_bar() as progress:
         tasks: dict[str, TaskID] = {}
@@ -114,6 +121,9 @@ def _load_judge(model: str, backend: str, base_url: str | None):
 
 def _print_summary(summary: RunSummary) -> None:
     metrics = [m for m in ("f1", "bleu1", "em", "j") if m in summary.overall]
+    if summary.by_type is not None:
+        _print_by_type(summary, metrics)
+        return
     names = {"f1": "F1", "bleu1": "BLEU-1", "em": "EM", "j": "J"}
     run = summary.run or RunInfo()
     table = Table(title=f"{run.system} on {run.split}: {summary.questions} questions")
@@ -137,6 +147,25 @@ def _print_summary(summary: RunSummary) -> None:
         ops = summary.operations
         console.print(f"operations: {', '.join(f'{op} {ops.counts[op]}' for op in ops.counts)}; "
                       f"unparsable decisions {100 * (ops.parse_failure_rate or 0.0):.0f}%")
+
+
+def _print_by_type(summary: RunSummary, metrics: list[str]) -> None:
+    """LongMemEval's layout: one row per question type, abstention also on its own row."""
+    names = {"f1": "F1", "bleu1": "BLEU-1", "em": "EM", "j": "J"}
+    run = summary.run or RunInfo()
+    table = Table(title=f"{run.system}: {summary.questions} questions by type")
+    table.add_column("question type")
+    table.add_column("n", justify="right")
+    for m in metrics:
+        table.add_column(names[m], justify="right")
+
+    def cell(s: Stat | None) -> str:
+        return f"{100 * s.mean:.1f}" if s is not None and s.n and s.mean is not None else "-"
+
+    for name, entry in (summary.by_type or {}).items():
+        table.add_row(name, str(entry.n), *(cell(entry.scores.get(m)) for m in metrics))
+    table.add_row("Overall", str(summary.questions), *(cell(summary.overall.get(m)) for m in metrics))
+    console.print(table)
 
 
 @app.command()

@@ -31,7 +31,6 @@ from memory_r1.cli.common import (
     print_ingest_report,
     user_errors,
 )
-from memory_r1.data import DatasetError
 from memory_r1.pipeline import DEFAULT_MODEL, MemorySystem, PipelineConfig
 from memory_r1.records import Conversation, QAItem
 from memory_r1.settings import apply_overrides
@@ -170,16 +169,15 @@ def memories_undo(
 @data_app.command("download")
 @user_errors
 def data_download(
-    name: Annotated[str, typer.Argument(help="Dataset name: locomo.")],
-    dest: Annotated[Path | None, typer.Option(help="Target file (default: the user data dir).")] = None,
+    name: Annotated[str, typer.Argument(help="Dataset name: locomo, longmemeval or msc.")],
+    dest: Annotated[Path | None, typer.Option(help="Target file or folder (default: the user data dir).")] = None,
+    variant: Annotated[str | None, typer.Option(help="LongMemEval file: s (default), m (2.7 GB) or oracle.")] = None,
 ) -> None:
-    """Fetch a dataset from its public location (needs a network)."""
-    from memory_r1.data import default_locomo_path, download_locomo
+    """Fetch a dataset from its public location (needs a network); its sha256 is checked before it is kept."""
+    from memory_r1.data import LICENSES, download_benchmark
 
-    if name != "locomo":
-        raise DatasetError(f"unknown dataset {name!r}; available: locomo")
-    path = download_locomo(dest or default_locomo_path())
-    console.print(f"saved {path} (CC BY-NC 4.0: non-commercial use, credit Maharana et al., ACL 2024)")
+    path = download_benchmark(name, dest, variant)
+    console.print(f"saved {path} ({LICENSES[name]})")
 
 
 # ---------------------------------------------------------------- demo

@@ -1,13 +1,13 @@
-"""Datasets: the LoCoMo benchmark and the Memory-R1 split of it."""
+"""Datasets: LoCoMo and the Memory-R1 split of it; LongMemEval and MSC for transfer evaluation."""
 
+from memory_r1.data.benchmarks import DATASETS, LICENSES, download_benchmark, load_benchmark
+from memory_r1.data.download import DatasetError, DatasetNotFoundError, sha256_file
 from memory_r1.data.locomo import (
     LOCOMO_ENV_VAR,
     LOCOMO_FILENAME,
     LOCOMO_SEARCH_PATHS_DOC,
     LOCOMO_SHA256,
     LOCOMO_URL,
-    DatasetError,
-    DatasetNotFoundError,
     default_locomo_path,
     download_locomo,
     find_locomo,
@@ -19,8 +19,15 @@ from memory_r1.data.locomo import (
     parse_locomo_datetime,
     parse_session_range,
     select_sessions,
-    sha256_file,
 )
+from memory_r1.data.longmemeval import (
+    LONGMEMEVAL_FILES,
+    QUESTION_TYPES,
+    download_longmemeval,
+    load_longmemeval,
+    parse_longmemeval,
+)
+from memory_r1.data.msc import MSC_FILE, download_msc, load_msc
 from memory_r1.data.splits import (
     SPLIT_NAMES,
     SPLITS,
@@ -35,11 +42,16 @@ from memory_r1.data.splits import (
 )
 
 __all__ = [
+    "DATASETS",
+    "LICENSES",
     "LOCOMO_ENV_VAR",
     "LOCOMO_FILENAME",
     "LOCOMO_SEARCH_PATHS_DOC",
     "LOCOMO_SHA256",
     "LOCOMO_URL",
+    "LONGMEMEVAL_FILES",
+    "MSC_FILE",
+    "QUESTION_TYPES",
     "SPLITS",
     "SPLIT_NAMES",
     "TEST_IDS",
@@ -48,14 +60,21 @@ __all__ = [
     "DatasetError",
     "DatasetNotFoundError",
     "default_locomo_path",
+    "download_benchmark",
     "download_locomo",
+    "download_longmemeval",
+    "download_msc",
     "find_locomo",
     "get_conversation",
+    "load_benchmark",
     "load_locomo",
+    "load_longmemeval",
+    "load_msc",
     "locomo_search_paths",
     "normalize_evidence",
     "parse_locomo",
     "parse_locomo_datetime",
+    "parse_longmemeval",
     "parse_session_range",
     "questions_by_turn",
     "questions_for_turn",

@@ -8,20 +8,21 @@ malformed evidence ids. They are all resolved here, once, into the typed records
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from platformdirs import user_data_path
-
+from memory_r1.data.download import (
+    DatasetError,
+    DatasetNotFoundError,
+    data_home,
+    download_verified,
+    read_json_text,
+)
 from memory_r1.records import Category, Conversation, QAItem, Session, Turn
 
 # Pinned to the commit our shared copy was taken from, so the checksum below stays valid even if
@@ -43,14 +44,6 @@ LOCOMO_SEARCH_PATHS_DOC = (
 # Repository root when running from a source checkout (src/memory_r1/data/locomo.py -> repo).
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 _SHARED_RELATIVE = Path("..") / "shared" / "data" / "locomo" / LOCOMO_FILENAME
-
-
-class DatasetError(ValueError):
-    """A dataset file is missing, unreadable or not shaped as expected. Messages are one line."""
-
-
-class DatasetNotFoundError(DatasetError):
-    """No dataset file could be found; the message lists where we looked and how to fix it."""
 
 
 # ---------------------------------------------------------------- small parsers
@@ -121,13 +114,7 @@ def _parse_range_part(part: str, spec: str) -> set[int]:
 def load_locomo(path: str | Path) -> list[Conversation]:
     """Load locomo10.json (or any file with the same schema) into typed conversations."""
     path = Path(path)
-    if not path.is_file():
-        what = "is a directory, not a file" if path.is_dir() else "does not exist"
-        raise DatasetError(f"LoCoMo file {path} {what}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path} is not UTF-8 text (byte {exc.start})") from exc
+    text = read_json_text(path, "LoCoMo")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -315,7 +302,7 @@ def select_sessions(
 
 def default_locomo_path() -> Path:
     """Where `download_locomo` puts the file by default, and the third place `find_locomo` looks."""
-    return user_data_path("memory-r1") / "locomo" / LOCOMO_FILENAME
+    return data_home() / "locomo" / LOCOMO_FILENAME
 
 
 def locomo_search_paths() -> list[Path]:
@@ -363,61 +350,13 @@ def find_locomo(explicit: str | Path | None = None) -> Path:
 # ---------------------------------------------------------------- downloading
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_locomo(
     dest: str | Path | None = None,
     url: str = LOCOMO_URL,
     sha256: str | None = LOCOMO_SHA256,
     timeout: float = 60.0,
 ) -> Path:
-    """Download locomo10.json to `dest` (default: `default_locomo_path()`), verified and atomic.
-
-    The file is written to a temporary sibling, checked (checksum, then schema) and only then moved
-    into place with os.replace, so an interrupted or corrupted download never leaves a half file
-    where `find_locomo` would pick it up. An existing file with the right checksum is kept as is.
-    """
+    """Download locomo10.json to `dest` (default: `default_locomo_path()`), verified and atomic
+    (`memory_r1.data.download.download_verified`: checksum, then schema, then os.replace)."""
     target = _as_file(Path(dest).expanduser()) if dest is not None else default_locomo_path()
-    if sha256 is not None and target.is_file() and sha256_file(target) == sha256:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            actual = _fetch(url, out, timeout)
-        if sha256 is not None and actual != sha256:
-            raise DatasetError(
-                f"checksum mismatch for {url}: expected sha256 {sha256}, got {actual}"
-            )
-        try:  # refuse to install something that is not LoCoMo (e.g. an HTML error page)
-            load_locomo(tmp)
-        except DatasetError as exc:
-            raise DatasetError(f"{url} did not return a LoCoMo file: {exc}") from exc
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
-
-
-def _fetch(url: str, out: Any, timeout: float) -> str:
-    """Stream `url` into `out`, returning the sha256 of what was written."""
-    digest = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            for block in iter(lambda: response.read(1 << 16), b""):
-                digest.update(block)
-                out.write(block)
-    except urllib.error.HTTPError as exc:
-        raise DatasetError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from exc
-    except urllib.error.URLError as exc:
-        raise DatasetError(f"could not download {url}: {exc.reason}") from exc
-    except (TimeoutError, ConnectionError) as exc:
-        raise DatasetError(f"could not download {url}: {exc}") from exc
-    return digest.hexdigest()
+    return download_verified(url, target, sha256, load_locomo, "LoCoMo", timeout)

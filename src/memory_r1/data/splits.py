@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from memory_r1.data.locomo import DatasetError
+from memory_r1.data.download import DatasetError
 from memory_r1.records import Category, Conversation, QAItem
 
 TRAIN_IDS: tuple[str, ...] = ("conv-26",)

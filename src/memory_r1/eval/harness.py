@@ -45,6 +45,7 @@ from memory_r1.eval.records import (
 from memory_r1.eval.stats import mean_std, percentiles, summarize
 from memory_r1.eval.systems import ConcurrentPreparation, EvalSystem
 from memory_r1.pipeline import TurnRecord
+from memory_r1.prompts import judge_longmemeval
 from memory_r1.records import Category, Conversation, QAItem
 
 METRICS = ("f1", "bleu1", "em")
@@ -71,6 +72,8 @@ class EvalConfig:
     the bank is a prefix of the full one and is shared with (and resumed by) a full run."""
     corrections: dict[tuple[str, int], str] = field(default_factory=dict)
     """(sample_id, qa index) -> corrected gold answer, for the corrected-labels view."""
+    dataset: str = "locomo"
+    """"locomo", "longmemeval" or "msc" (`memory_r1.data.DATASETS`); only LoCoMo has the paper's split."""
     concurrent_conversations: int = 8
     """Banks of this many conversations are built at once, their model calls batched together (each bank
     still sees its own decisions in order). Our choice: 8, the test split's size and the transformers
@@ -157,7 +160,7 @@ def _answer_batch(
     judge_s = 0.0
     if judge is not None:
         t0 = time.perf_counter()
-        items = [JudgeItem(q.question, g, a.answer) for q, g, a in zip(batch, golds, answers, strict=True)]
+        items = [JudgeItem(q.question, g, a.answer, _judge_task(q)) for q, g, a in zip(batch, golds, answers, strict=True)]
         fixes = [(i, JudgeItem(q.question, c, answers[i].answer)) for i, (q, c) in enumerate(zip(batch, corrected)) if c]
         results = judge.judge(items + [item for _, item in fixes])
         judged = list(results[: len(batch)])
@@ -166,7 +169,7 @@ def _answer_batch(
         judge_s = (time.perf_counter() - t0) / len(batch)
     rows = []
     for i, (q, answer) in enumerate(zip(batch, answers, strict=True)):
-        scores: MetricScores = dict(score_answer(answer.answer, golds[i]))
+        scores: MetricScores = _lexical(q, answer.answer, golds[i])
         if judged[i] is not None:
             scores["j"] = _j(judged[i])
         corrected_scores: MetricScores | None = None
@@ -180,7 +183,7 @@ def _answer_batch(
             seed=seed,
             sample_id=q.sample_id,
             qa_index=q.index,
-            category=int(q.category),
+            category=int(q.category) if q.category is not None else None,
             question=q.question,
             gold=golds[i],
             prediction=answer.answer,
@@ -196,8 +199,24 @@ def _answer_batch(
             judge=_judge_record(judged[i]),
             corrected_gold=fixed or None,
             corrected_scores=corrected_scores,
+            dataset=q.dataset,
+            question_type=q.question_type,
+            abstention=q.abstention,
         ))
     return rows
+
+
+def _judge_task(q: QAItem) -> str | None:
+    """LongMemEval questions are judged by their type's rule; LoCoMo and MSC by the generous judge."""
+    return judge_longmemeval.task_for(q.question_type, q.abstention) if q.dataset == "longmemeval" else None
+
+
+def _lexical(q: QAItem, prediction: str, gold: str) -> MetricScores:
+    """F1 / BLEU-1 / EM against the gold answer. An abstention question's "answer" explains why nothing can
+    be answered, so token overlap with it means nothing: those get no lexical scores (the judge grades them)."""
+    if q.abstention:
+        return {m: None for m in METRICS}
+    return dict(score_answer(prediction, gold))
 
 
 def _j(result: JudgeResult | None) -> float | None:
@@ -242,7 +261,19 @@ def summarize_run(rows: list[ResultRow], system: EvalSystem, config: EvalConfig,
         tokens=tokens,
         per_question={r.key: {m: r.scores.get(m) for m in metrics} for r in rows},
         compute_s=_compute(rows, records),
+        by_type=_by_type(rows, metrics) if any(r.question_type for r in rows) else None,
     )
+
+
+def _by_type(rows: Sequence[ResultRow], metrics: Sequence[str]) -> dict[str, CategoryScores]:
+    """LongMemEval's table: scores per question type, abstention questions also as their own row (they
+    belong to a type too, as in the benchmark's own report)."""
+    groups: dict[str, list[ResultRow]] = {}
+    for r in rows:
+        groups.setdefault(r.question_type or "unknown", []).append(r)
+        if r.abstention:
+            groups.setdefault("abstention", []).append(r)
+    return {name: CategoryScores(_scores(subset, metrics), len(subset)) for name, subset in sorted(groups.items())}
 
 
 def _compute(rows: list[ResultRow], records_by_conversation: dict[str, list[TurnRecord] | None]) -> dict[str, float]:
@@ -399,8 +430,10 @@ def _append(path: Path, rows: list[ResultRow]) -> None:
 def _check_or_write_run(out_dir: Path, system: EvalSystem, config: EvalConfig) -> None:
     """Refuse to resume into a directory written by another system, split, seeds or format."""
     path = out_dir / "run.json"
-    identity = {"format": FORMAT, "system": system.name, "split": config.split, "seeds": list(config.seeds),
-                "sessions": config.sessions}
+    identity: dict[str, object] = {"format": FORMAT, "system": system.name, "split": config.split,
+                                   "seeds": list(config.seeds), "sessions": config.sessions}
+    if config.dataset != "locomo":  # LoCoMo runs written before --dataset existed still resume
+        identity["dataset"] = config.dataset
     if path.exists():
         try:
             found = json.loads(path.read_text())
@@ -428,6 +461,8 @@ def _select(conversations: Sequence[Conversation], config: EvalConfig) -> list[C
 
 
 def _questions(conversation: Conversation, config: EvalConfig) -> list[QAItem]:
+    if conversation.qa and conversation.qa[0].dataset != "locomo":  # every question counts, abstention too
+        return [q for q in conversation.qa if q.answer is not None][: config.limit or None]
     items = [q for q in conversation.qa if q.category != Category.ADVERSARIAL and q.answer is not None]
     return items[: config.limit] if config.limit else items
 

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from memory_r1.agents.parsing import excerpt, find_json
-from memory_r1.llm.base import GenerationConfig, GenerationError, Generator
+from memory_r1.llm.base import GenerationConfig, GenerationError, Generator, Message
 from memory_r1.prompts import judge as judge_prompt
+from memory_r1.prompts import judge_longmemeval
 
 Label = Literal["CORRECT", "WRONG"]
 
@@ -128,6 +129,17 @@ class JudgeItem:
     question: str
     gold: str
     prediction: str
+    task: str | None = None
+    """A LongMemEval rule (`prompts.judge_longmemeval.TASKS`); None: the generous LoCoMo judge."""
+
+    @property
+    def prompt_version(self) -> str:
+        return judge_prompt.VERSION if self.task is None else judge_longmemeval.prompt_version(self.task)
+
+    def render(self) -> list[Message]:
+        if self.task is None:
+            return judge_prompt.render(self.question, self.gold, self.prediction)
+        return judge_longmemeval.render(self.task, self.question, self.gold, self.prediction)
 
 
 @dataclass(frozen=True)
@@ -193,7 +205,7 @@ class Judge:
         """One result per item, in order. Cached judgements cost nothing; identical items in one call
         are generated once. Each batch's parsed judgements are committed before the next batch runs,
         so an interrupted run keeps what it paid for."""
-        keys = [cache_key(self.model, judge_prompt.VERSION, item) for item in items]
+        keys = [cache_key(self.model, item.prompt_version, item) for item in items]
         by_key = dict(zip(keys, items))
         with self._connect() as conn:
             results = self._lookup(conn, by_key) if conn is not None else {}
@@ -207,16 +219,16 @@ class Judge:
         return [results[key] for key in keys]
 
     def _judge_batch(self, items: list[JudgeItem]) -> list[JudgeResult]:
-        prompts = [judge_prompt.render(i.question, i.gold, i.prediction) for i in items]
+        prompts = [i.render() for i in items]
         generations = self.generator.generate(prompts, self.config)
         if len(generations) != len(prompts):
             raise GenerationError(f"judge backend gave {len(generations)} outputs for {len(prompts)} prompts")
         results = []
-        for generation in generations:
+        for item, generation in zip(items, generations, strict=True):
             parsed = parse_judgement(generation.text)
             results.append(
                 JudgeResult(parsed.label, parsed.reasoning, generation.text, self.model,
-                            judge_prompt.VERSION, cached=False, error=parsed.error)
+                            item.prompt_version, cached=False, error=parsed.error)
             )
         return results
 

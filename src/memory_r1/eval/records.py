@@ -101,7 +101,7 @@ class ResultRow:
     seed: int
     sample_id: str
     qa_index: int
-    category: int
+    category: int | None  # LoCoMo's category; None for LongMemEval and MSC
     question: str
     gold: str
     prediction: str
@@ -117,6 +117,9 @@ class ResultRow:
     judge: JudgeRecord | None = None
     corrected_gold: str | None = None
     corrected_scores: MetricScores | None = None
+    dataset: str = "locomo"  # written only for other benchmarks, so LoCoMo rows keep their exact JSON
+    question_type: str | None = None  # LongMemEval's type
+    abstention: bool = False  # LongMemEval "_abs" question
 
     def to_json(self) -> Json:
         row: Json = {
@@ -142,6 +145,8 @@ class ResultRow:
         if self.corrected_gold is not None:
             row["corrected_gold"] = self.corrected_gold
             row["corrected_scores"] = dict(self.corrected_scores or {})
+        if self.dataset != "locomo":
+            row.update(dataset=self.dataset, question_type=self.question_type, abstention=self.abstention)
         return row
 
     @classmethod
@@ -153,7 +158,7 @@ class ResultRow:
                 seed=int(d["seed"]),
                 sample_id=str(d["sample_id"]),
                 qa_index=int(d["qa_index"]),
-                category=int(d["category"]),
+                category=None if d["category"] is None else int(d["category"]),
                 question=str(d["question"]),
                 gold=str(d["gold"]),
                 prediction=str(d["prediction"]),
@@ -171,6 +176,9 @@ class ResultRow:
                 corrected_scores=dict(d["corrected_scores"])
                 if d.get("corrected_scores") is not None
                 else None,
+                dataset=str(d.get("dataset", "locomo")),
+                question_type=_str(d.get("question_type")),
+                abstention=bool(d.get("abstention", False)),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"malformed result row ({type(error).__name__}: {error})") from None
@@ -472,6 +480,7 @@ class RunSummary:
     per_question: dict[str, MetricScores] | None = None  # row key -> scores, what paired differences read
     compute_s: dict[str, float] | None = None  # seconds per stage over every invocation
     run: RunInfo | None = None
+    by_type: dict[str, CategoryScores] | None = None  # LongMemEval: per question type (and abstention)
 
     def to_json(self) -> Json:
         out: Json = {
@@ -494,6 +503,8 @@ class RunSummary:
             out["compute_s"] = self.compute_s
         if self.run is not None:
             out["run"] = self.run.to_json()
+        if self.by_type is not None:
+            out["by_type"] = {name: c.to_json() for name, c in self.by_type.items()}
         return out
 
     @classmethod
@@ -517,6 +528,7 @@ class RunSummary:
                 "tokens",
                 "per_question",
                 "compute_s",
+                "by_type",
             )
         }
         if not isinstance(value.get("overall"), Mapping):
@@ -547,4 +559,7 @@ class RunSummary:
             if parts["compute_s"] is None
             else {str(k): float(_num(v, f"compute_s.{k}") or 0.0) for k, v in parts["compute_s"].items()},
             run=RunInfo.from_json(run) if run is not None else None,
+            by_type=None
+            if parts["by_type"] is None
+            else {str(k): CategoryScores.from_json(v, f"by_type.{k}") for k, v in parts["by_type"].items()},
         )

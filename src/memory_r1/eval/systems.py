@@ -95,7 +95,7 @@ class PipelineSystem:
         ingest_concurrently(systems, conversations, on_turn=(lambda _c, turn: on_turn(turn)) if on_turn else None)
 
     def answer(self, conversation: Conversation, questions: Sequence[QAItem], seed: int | None) -> list[Answer]:
-        return self._banks[conversation.sample_id].answer([q.question for q in questions], conversation.sample_id, seed=seed)
+        return self._banks[conversation.sample_id].answer([q.asked for q in questions], conversation.sample_id, seed=seed)
 
     def turn_records(self, sample_id: str) -> list[TurnRecord] | None:
         return self._banks[sample_id].turn_records(sample_id)
@@ -144,7 +144,7 @@ class TurnRetrievalSystem:
 
     def answer(self, conversation: Conversation, questions: Sequence[QAItem], seed: int | None) -> list[Answer]:
         owners = [(s, owner_id(conversation.sample_id, s)) for s in conversation.speakers]
-        return self.answerer.answer(self._stores[conversation.sample_id], [q.question for q in questions], owners, seed)
+        return self.answerer.answer(self._stores[conversation.sample_id], [q.asked for q in questions], owners, seed)
 
     def turn_records(self, sample_id: str) -> list[TurnRecord] | None:
         return None
@@ -198,7 +198,7 @@ class FullContextSystem:
         transcript, _ = self._transcripts[conversation.sample_id]
         config = GenerationConfig(max_new_tokens=self.answer_config.max_new_tokens,
                                   temperature=self.answer_config.temperature, seed=seed)
-        outputs = self.generator.generate([answer_full_context.render(q.question, transcript) for q in questions], config)
+        outputs = self.generator.generate([answer_full_context.render(q.asked, transcript) for q in questions], config)
         answers = []
         for q, g in zip(questions, outputs, strict=True):
             parsed = parse_answer(g.text, set())

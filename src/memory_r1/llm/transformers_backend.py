@@ -26,6 +26,7 @@ from transformers import GenerationConfig as HFGenerationConfig
 
 from memory_r1.llm.base import Generation, GenerationConfig, GenerationError, Message, truncate_at_stop
 from memory_r1.records import Usage
+from memory_r1.threads import apply_torch_threads
 
 
 def default_device() -> torch.device:
@@ -57,6 +58,7 @@ class TransformersGenerator:
     ) -> None:
         self._name = name or str(model_or_path)
         self.batch_size = batch_size
+        apply_torch_threads()  # half the cores by default, so a busy neighbour does not stall each barrier
         if model is None:
             self.device = torch.device(device) if device is not None else default_device()
             dtype = dtype or default_dtype(self.device)
