@@ -472,6 +472,7 @@ class RunSummary:
     per_question: dict[str, MetricScores] | None = None  # row key -> scores, what paired differences read
     compute_s: dict[str, float] | None = None  # seconds per stage over every invocation
     run: RunInfo | None = None
+    decisions: dict[str, Any] | None = None  # the manager on a labelled decision set (`eval --decisions`)
 
     def to_json(self) -> Json:
         out: Json = {
@@ -494,6 +495,8 @@ class RunSummary:
             out["compute_s"] = self.compute_s
         if self.run is not None:
             out["run"] = self.run.to_json()
+        if self.decisions is not None:
+            out["decisions"] = self.decisions
         return out
 
     @classmethod
@@ -517,6 +520,7 @@ class RunSummary:
                 "tokens",
                 "per_question",
                 "compute_s",
+                "decisions",
             )
         }
         if not isinstance(value.get("overall"), Mapping):
@@ -547,4 +551,5 @@ class RunSummary:
             if parts["compute_s"] is None
             else {str(k): float(_num(v, f"compute_s.{k}") or 0.0) for k, v in parts["compute_s"].items()},
             run=RunInfo.from_json(run) if run is not None else None,
+            decisions=dict(parts["decisions"]) if parts["decisions"] is not None else None,
         )

@@ -26,6 +26,9 @@ class GenerationConfig:
     or rollouts would not come from the policy's own distribution (reference notes, section 6)."""
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    json_schema: dict | None = None
+    """Our choice: a JSON schema the reply should match. Backends that can constrain decoding to it (the
+    OpenAI-compatible one, when the server supports it) do; others ignore it and the parser still checks."""
 
     @property
     def greedy(self) -> bool:
