@@ -154,4 +154,4 @@ def test_manager_decides_over_http_with_its_protocols_schema(serve, kind) -> Non
     sent = srv.bodies[0]["response_format"]["json_schema"]["schema"]
     item = sent["properties"]["decisions"]["items"]
     assert item["properties"]["event"]["enum"] == ["ADD", "UPDATE", "DELETE", "NONE"]
-    assert item["properties"]["memory"] == {"type": "null"}  # no memories shown: none can be named
+    assert item["properties"]["memory"]["pattern"] == "^M[0-9]+$" and item["required"] == ["fact", "event"]

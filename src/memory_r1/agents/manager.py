@@ -32,10 +32,10 @@ class Protocol:
     label: Callable[[int], str]  # index of a shown memory -> the id the model sees
     render: Callable[[Sequence[tuple[str, str]], Sequence[str]], list[Message]]
     parse: Callable[[str, Mapping[str, int], Mapping[int, str], Sequence[str]], list[Operation]]
-    schema: Callable[[int], dict[str, Any]] | None  # number of shown memories -> schema; None: not JSON
+    schema: Callable[[], dict[str, Any]] | None  # the reply's JSON schema; None: not a JSON protocol
 
 
-def _mem0_schema(n_memories: int) -> dict[str, Any]:
+def _mem0_schema() -> dict[str, Any]:
     item = {"type": "object", "properties": {"id": {"type": "string"}, "text": {"type": "string"},
                                              "event": {"enum": ["ADD", "UPDATE", "DELETE", "NONE"]},
                                              "old_memory": {"type": "string"}},
@@ -51,8 +51,10 @@ PROTOCOLS: dict[str, Protocol] = {
     manage_v2.VERSION_LINES: Protocol(manage_v2.VERSION_LINES, manage_v2.memory_label, manage_v2.render_lines,
                                       parse_decision_lines, None),
 }
-DEFAULT_PROTOCOL = manage_v2.VERSION_JSON
-"""Chosen on the decision benchmark's dev split (benchmarks/results/manager-decisions/, README)."""
+DEFAULT_PROTOCOL = manage.VERSION
+"""The paper's format stays the default: on the decision benchmark's dev split the packaged SmolLM2 made the
+same (all-NOOP) decisions under manage-v1 and manage-v2, so no protocol measured better and a tie keeps
+the paper's behaviour (benchmarks/results/manager-decisions-smollm2/, README "Memory Manager decisions")."""
 
 
 def get_protocol(version: str) -> Protocol:
@@ -71,7 +73,7 @@ class ManagerConfig:
     """Room for about six operations with their text."""
     prompt_version: str = DEFAULT_PROTOCOL
     """Output protocol: manage-v1 (the paper's Mem0-style format), manage-v2 (one JSON decision per fact,
-    naming its memory) or manage-v3 (the same as lines). Default: the best on the decision benchmark."""
+    naming its memory) or manage-v3 (the same as lines). Default: the paper's; see DEFAULT_PROTOCOL."""
     structured_output: bool = True
     """Ask the backend for JSON matching the protocol's schema; backends that cannot constrain decoding
     (local transformers) ignore it, the OpenAI-compatible one falls back when the server refuses."""
@@ -112,7 +114,7 @@ def parse_decision(built: ManagerPrompt, raw_output: str) -> tuple[Operation, ..
 def generation_config(config: ManagerConfig, built: ManagerPrompt) -> GenerationConfig:
     """Greedy decoding; the protocol's JSON schema when structured output is on."""
     schema = get_protocol(built.version).schema
-    json_schema = schema(len(built.shown_ids)) if schema and config.structured_output else None
+    json_schema = schema() if schema and config.structured_output else None
     return GenerationConfig(max_new_tokens=config.max_new_tokens, json_schema=json_schema)
 
 

@@ -132,16 +132,10 @@ def run_cases(
     results: list[CaseResult] = []
     for start in range(0, len(ordered), batch_size):
         batch = ordered[start : start + batch_size]
-        # One config per batch: the schema depends on how many memories a case shows, and servers that
-        # take a schema get each case's own, so group by that count.
-        batch_results: list[CaseResult] = []
-        for n_shown in sorted({len(c.memories) for c in batch}):
-            group = [c for c in batch if len(c.memories) == n_shown]
-            gen_config = generation_config(config, built[group[0].id])
-            generations = generator.generate([built[c.id].messages for c in group], gen_config)
-            for case, generation in zip(group, generations, strict=True):
-                operations = parse_decision(built[case.id], generation.text)
-                batch_results.append(score_case(case, operations, generation.text, generation.usage.completion_tokens))
+        gen_config = generation_config(config, built[batch[0].id])  # one schema per protocol
+        generations = generator.generate([built[c.id].messages for c in batch], gen_config)
+        batch_results = [score_case(case, parse_decision(built[case.id], g.text), g.text, g.usage.completion_tokens)
+                         for case, g in zip(batch, generations, strict=True)]
         on_batch(batch_results)
         results += batch_results
     return results

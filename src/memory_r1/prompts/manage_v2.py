@@ -85,14 +85,15 @@ def render_lines(memories: Sequence[tuple[str, str]], facts: Sequence[str]) -> l
     return few_shot(SYSTEM_LINES, _examples(False), user_message(memories, facts))
 
 
-def decisions_schema(n_memories: int) -> dict:
-    """JSON schema of a manage-v2 reply, for servers that constrain decoding to a schema."""
+def decisions_schema() -> dict:
+    """JSON schema of a manage-v2 reply, for servers that constrain decoding to a schema. One schema for
+    every prompt (memory ids by pattern, not by list), so batching never splits on it."""
     decision = {
         "type": "object",
         "properties": {
             "fact": {"type": "string", "pattern": "^F[0-9]+$"},
             "event": {"enum": ["ADD", "UPDATE", "DELETE", "NONE"]},
-            "memory": {"enum": [memory_label(i) for i in range(n_memories)]} if n_memories else {"type": "null"},
+            "memory": {"type": "string", "pattern": "^M[0-9]+$"},
             "text": {"type": "string"},
         },
         "required": ["fact", "event"],
