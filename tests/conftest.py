@@ -83,6 +83,14 @@ def reference_script(messages) -> str:
         known = {m["text"] for m in shown}
         return json.dumps({"memory": [{"id": str(len(shown) + i), "text": f, "event": "ADD"}
                                       for i, f in enumerate(facts) if f not in known]})
+    if content.startswith("Memories:\n"):  # the per-fact protocols (manage-v2 JSON, manage-v3 lines)
+        head, listed = content.split("\nNew facts:\n", 1)
+        known = {line.split(": ", 1)[1] for line in head.splitlines()[1:] if ": " in line}
+        facts = [line.split(": ", 1) for line in listed.splitlines()]
+        new = [label for label, text in facts if text not in known]
+        if "one line per fact" in messages[0]["content"]:
+            return "\n".join(f"{label}: ADD" for label in new)
+        return json.dumps({"decisions": [{"fact": label, "event": "ADD"} for label in new]})
     return "[1] a memory\n**Answer:** 7 May 2023"
 
 

@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import pytest
 
+from memory_r1.agents.manager import DEFAULT_PROTOCOL
 from memory_r1.data import get_conversation, load_locomo, select_sessions
 from memory_r1.llm import TransformersGenerator
 from memory_r1.records import Event, owner_id
@@ -28,7 +29,7 @@ def test_ingest_applies_operations_per_speaker_with_history(conv26, scripted, ma
     assert first.source_turn_ids == ("D1:1",) and first.text == turns[0].render()
     history = system.store.history()
     assert len(history) == len(turns) and {h.event for h in history} == {"ADD"}
-    assert history[0].provenance.agent == "manager" and history[0].provenance.prompt_version == "manage-v1"
+    assert history[0].provenance.agent == "manager" and history[0].provenance.prompt_version == DEFAULT_PROTOCOL
 
 
 def test_ingest_resumes_after_an_interruption_without_repeating_a_turn(conv26, scripted, make_system):

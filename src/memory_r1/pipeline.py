@@ -217,7 +217,7 @@ class MemorySystem:
                 fact_texts=[f.text for f in extraction.facts],
                 operations=dict(Counter(op.event.value for op in applied)),
                 rejected=sum(op.reason is not None for op in applied),
-                unparsable=any(op.reason and op.reason.startswith("unparsable") for op in applied),
+                unparsable=any(op.unparsable for op in applied),
                 bank_size=self.store.count(owner),
                 extract=extraction.usage,
                 manage=decision.usage if decision else None,

@@ -128,11 +128,31 @@ class Event(str, enum.Enum):
     NOOP = "NOOP"
 
 
+class Rejection(str, enum.Enum):
+    """Why an operation the model wrote became a NOOP: the typed signal beside the human-readable reason.
+
+    UNPARSABLE means the whole output had no usable structure (RL penalises it, ingest counts it); the
+    others reject one operation of an otherwise readable output.
+    """
+
+    UNPARSABLE = "unparsable"
+    EMPTY = "empty"  # a readable output with no operations
+    NOT_OBJECT = "not-object"
+    UNKNOWN_EVENT = "unknown-event"
+    MISSING_TEXT = "missing-text"  # ADD or UPDATE without text
+    DUPLICATE_ADD = "duplicate-add"  # ADD of a text already stored or already added in this output
+    UNKNOWN_ID = "unknown-id"  # UPDATE/DELETE of an id (or fact number) the model was not shown
+    SECOND_CHANGE = "second-change"  # a second UPDATE/DELETE of the same memory
+    UNCHANGED = "unchanged"  # UPDATE to the memory's own text
+    STORE_ERROR = "store-error"  # the bank could not apply it (vanished target, unstorable embedding)
+
+
 @dataclass(frozen=True)
 class Operation:
     """One decision of the Memory Manager, already resolved to store ids.
 
-    For NOOP, `reason` says why (model chose it, unknown id, missing text, unparsable output, ...).
+    For NOOP, `reason` says why (model chose it, unknown id, missing text, unparsable output, ...) and
+    `rejection` classifies it when the NOOP replaced an operation the model wrote (None for its own NONE).
     """
 
     event: Event
@@ -140,6 +160,11 @@ class Operation:
     text: str | None = None  # new text for ADD/UPDATE
     old_text: str | None = None  # what the model claimed the memory said (UPDATE), informational
     reason: str | None = None
+    rejection: Rejection | None = None
+
+    @property
+    def unparsable(self) -> bool:
+        return self.rejection is Rejection.UNPARSABLE
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def fact(text, owner="c:Alex"):
 
 def test_prompt_shows_the_union_of_each_facts_neighbours_under_short_ids(bank, scripted):
     store, embedder = bank
-    manager = MemoryManager(scripted(), embedder, ManagerConfig(top_k=1))
+    manager = MemoryManager(scripted(), embedder, ManagerConfig(top_k=1, prompt_version="manage-v1"))
     built = manager.build_prompt(store, "c:Alex", [fact("Alex moved from Boston."), fact("Alex has a dog now.")])
     shown = {h.entry.text for h in built.shown}
     assert shown == {"Alex lives in Boston.", "Alex has a dog named Biscuit."}  # k=1 per fact, other owner never

@@ -5,8 +5,15 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memory_r1.agents.parsing import find_json, parse_answer, parse_facts, parse_operations
-from memory_r1.records import Event
+from memory_r1.agents.parsing import (
+    find_json,
+    parse_answer,
+    parse_decision_lines,
+    parse_decisions,
+    parse_facts,
+    parse_operations,
+)
+from memory_r1.records import Event, Rejection
 
 SHOWN_IDS = {"0": 101, "1": 102}
 SHOWN_TEXTS = {101: "Alex lives in Boston.", 102: "Alex has a dog named Biscuit."}
@@ -67,8 +74,72 @@ def test_one_change_per_memory_and_no_duplicate_adds():
 def test_unparsable_output_is_one_noop_with_reason():
     [only] = ops("I think Alex moved, so I would update memory 0.")
     assert only.event is Event.NOOP and only.reason.startswith("unparsable")
+    assert only.rejection is Rejection.UNPARSABLE and only.unparsable  # the typed signal callers test
     [empty] = ops('{"memory": []}')
     assert empty.event is Event.NOOP and "empty" in empty.reason
+    assert empty.rejection is Rejection.EMPTY and not empty.unparsable
+
+
+def test_every_rejection_carries_its_code():
+    codes = [ops(text)[0].rejection for text in (
+        '{"memory": [{"id": "7", "text": "x", "event": "UPDATE"}]}', '{"memory": [{"event": "ADD"}]}',
+        '{"memory": [{"id": "0", "event": "MERGE"}]}', '{"memory": ["x"]}',
+        '{"memory": [{"id": "0", "event": "UPDATE", "text": "alex lives in boston"}]}',
+        '{"memory": [{"event": "ADD", "text": "Alex lives in Boston"}]}')]
+    assert codes == [Rejection.UNKNOWN_ID, Rejection.MISSING_TEXT, Rejection.UNKNOWN_EVENT, Rejection.NOT_OBJECT,
+                     Rejection.UNCHANGED, Rejection.DUPLICATE_ADD]
+    assert ops('{"memory": [{"id": "0", "event": "NONE"}]}')[0].rejection is None  # the model's own choice
+
+
+# ---------------------------------------------------------------- per-fact protocols (manage-v2, manage-v3)
+
+LABELLED_IDS = {"M1": 101, "M2": 102}
+FACTS = ["Alex moved to Denver.", "Alex plays guitar."]
+
+
+def decisions(text):
+    return parse_decisions(text, LABELLED_IDS, SHOWN_TEXTS, FACTS)
+
+
+def lines(text):
+    return parse_decision_lines(text, LABELLED_IDS, SHOWN_TEXTS, FACTS)
+
+
+def test_per_fact_decisions_name_their_memory_and_default_to_the_facts_text():
+    out = decisions(json.dumps({"decisions": [
+        {"fact": "F1", "event": "UPDATE", "memory": "M1", "text": "Alex moved from Boston to Denver."},
+        {"fact": "F2", "event": "ADD"},
+        {"fact": "F1", "event": "NONE", "memory": "2"},  # the letter dropped: still M2
+    ]}))
+    assert [(o.event, o.memory_id, o.text) for o in out] == [
+        (Event.UPDATE, 101, "Alex moved from Boston to Denver."), (Event.ADD, None, "Alex plays guitar."),
+        (Event.NOOP, 102, None)]
+    replaced = decisions('{"decisions": [{"fact": "F1", "event": "UPDATE", "memory": "M1"}]}')[0]
+    assert (replaced.event, replaced.text) == (Event.UPDATE, "Alex moved to Denver.")  # the fact replaces it
+    assert decisions('{"fact": "F2", "event": "DELETE", "memory": "M2"}')[0].event is Event.DELETE  # bare object
+
+
+def test_per_fact_decisions_are_as_strict_as_the_paper_format():
+    bad = decisions(json.dumps({"decisions": [
+        {"fact": "F1", "event": "DELETE", "memory": "M3"},  # not shown
+        {"fact": "F9", "event": "ADD"},  # no such fact, no text
+        {"fact": "F2", "event": "ADD"}, {"fact": "F2", "event": "ADD"},  # the same text twice
+        {"fact": "F1", "event": "UPDATE", "memory": "M2", "text": "Alex has a dog named Biscuit"},
+    ]}))
+    assert [o.rejection for o in bad] == [Rejection.UNKNOWN_ID, Rejection.MISSING_TEXT, None, Rejection.DUPLICATE_ADD,
+                                          Rejection.UNCHANGED]
+    for text in ("no json", '{"memory": [{"id": "0", "event": "ADD", "text": "x"}]}'):  # the other protocol's shape
+        [only] = decisions(text)
+        assert only.unparsable
+
+
+def test_decision_lines_skip_prose_and_read_every_decision():
+    out = lines("Here are my decisions:\nF1: UPDATE M1: Alex moved from Boston to Denver.\n- f2: add\nF1: DELETE M2\nThanks!")
+    assert [(o.event, o.memory_id, o.text) for o in out] == [
+        (Event.UPDATE, 101, "Alex moved from Boston to Denver."), (Event.ADD, None, "Alex plays guitar."),
+        (Event.DELETE, 102, None)]
+    assert lines("F2: ADD: Alex plays the guitar well.")[0].text == "Alex plays the guitar well."
+    assert lines("F1: NONE M1")[0].event is Event.NOOP and lines("nothing to do")[0].unparsable
 
 
 def test_parse_facts_json_list_bullets_and_failure():
@@ -148,3 +219,28 @@ def test_fuzz_answers_and_facts_never_raise(text):
     assert "\n" not in parsed.answer and all(1 <= n <= 60 for n in parsed.selected_numbers)
     facts = parse_facts(text)
     assert all(isinstance(f, str) and f for f in facts.facts)
+
+
+per_fact_items = st.fixed_dictionaries({}, optional={
+    "fact": st.sampled_from(["F1", "F2", "F3", "f1", "2", "", None]) | st.text(max_size=3),
+    "event": st.sampled_from(["ADD", "UPDATE", "DELETE", "NONE", "noop", "MERGE", ""]),
+    "memory": st.sampled_from(["M1", "M2", "M3", "1", "m2", None, 5]) | st.text(max_size=3),
+    "text": st.text(max_size=20) | st.none() | st.integers(),
+})
+per_fact_outputs = (
+    st.text(max_size=300)
+    | st.lists(per_fact_items | json_values, max_size=6).map(lambda items: json.dumps({"decisions": items}))
+    | st.lists(per_fact_items, max_size=5).map(
+        lambda items: "\n".join(f"{i.get('fact')}: {i.get('event')} {i.get('memory')}: {i.get('text')}" for i in items))
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(per_fact_outputs)
+def test_fuzz_per_fact_protocols_never_raise_and_only_touch_shown_memories(text):
+    for result in (decisions(text), lines(text)):
+        assert result
+        changed = [op.memory_id for op in result if op.event in (Event.UPDATE, Event.DELETE)]
+        assert set(changed) <= set(SHOWN_TEXTS) and len(changed) == len(set(changed))
+        assert all(isinstance(op.text, str) and op.text.strip() for op in result if op.event in (Event.ADD, Event.UPDATE))
+        assert all(op.rejection is not None for op in result if op.reason)

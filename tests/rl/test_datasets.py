@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from memory_r1.agents.manager import DEFAULT_PROTOCOL
 from memory_r1.data import get_conversation, load_locomo, questions_by_turn, select_sessions
 from memory_r1.rl.datasets import (
     FORMAT,
@@ -34,7 +35,7 @@ def test_manager_dataset_snapshots_the_bank_before_each_linked_turn(conv26, tmp_
     rows = load_examples(tmp_path / "ds" / "manager.jsonl")
     assert len(rows) == len(examples) and rows[0]["bank"].startswith("banks/")
     header = json.loads((tmp_path / "ds" / "manager.jsonl").read_text().splitlines()[0])
-    assert header["format"] == FORMAT and header["settings"]["prompts"]["manage"] == "manage-v1"
+    assert header["format"] == FORMAT and header["settings"]["prompts"]["manage"] == DEFAULT_PROTOCOL
 
 
 def test_window_hides_old_memories_in_the_fork_only(conv26, tmp_path, scripted, make_system):
@@ -74,7 +75,7 @@ def test_load_examples_rejects_other_files(tmp_path):
 
 @pytest.mark.parametrize("reward", ["em", "f1"])
 def test_manager_reward_is_the_frozen_answerers_score_on_each_fork(conv26, tmp_path, scripted, make_system, reward):
-    from memory_r1.agents import AnswerAgent, MemoryManager
+    from memory_r1.agents import AnswerAgent, ManagerConfig, MemoryManager
     from memory_r1.embeddings import HashingEmbedder
     from memory_r1.rl.envs import ManagerEnv
 
@@ -88,7 +89,8 @@ def test_manager_reward_is_the_frozen_answerers_score_on_each_fork(conv26, tmp_p
         return f"**Answer:** {golds[question].split()[0]} zebra"
 
     embedder = HashingEmbedder()
-    env = ManagerEnv(tmp_path / "ds", [example], conv26, MemoryManager(scripted(), embedder),
+    env = ManagerEnv(tmp_path / "ds", [example], conv26,
+                     MemoryManager(scripted(), embedder, ManagerConfig(prompt_version="manage-v1")),
                      AnswerAgent(scripted(half_right), embedder), reward=reward)
     add = json.dumps({"memory": [{"id": "0", "text": example["facts"][0], "event": "ADD"}]})
     good, garbage = env.score(example, [add, "no json here"])

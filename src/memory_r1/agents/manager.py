@@ -12,15 +12,55 @@ operation (unknown id, missing text, unparsable output) with one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from memory_r1.agents.parsing import parse_operations
+from memory_r1.agents.parsing import parse_decision_lines, parse_decisions, parse_operations
 from memory_r1.bank import MemoryNotFoundError, MemoryStore
 from memory_r1.embeddings import Embedder
 from memory_r1.llm.base import GenerationConfig, Generator, Message
-from memory_r1.prompts import manage as prompt
-from memory_r1.records import Event, Fact, Operation, Provenance, ScoredMemory, Usage
+from memory_r1.prompts import manage, manage_v2
+from memory_r1.records import Event, Fact, Operation, Provenance, Rejection, ScoredMemory, Usage
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One manager output protocol: how memories are labelled, the prompt, its parser and its JSON schema."""
+
+    version: str
+    label: Callable[[int], str]  # index of a shown memory -> the id the model sees
+    render: Callable[[Sequence[tuple[str, str]], Sequence[str]], list[Message]]
+    parse: Callable[[str, Mapping[str, int], Mapping[int, str], Sequence[str]], list[Operation]]
+    schema: Callable[[], dict[str, Any]] | None  # the reply's JSON schema; None: not a JSON protocol
+
+
+def _mem0_schema() -> dict[str, Any]:
+    item = {"type": "object", "properties": {"id": {"type": "string"}, "text": {"type": "string"},
+                                             "event": {"enum": ["ADD", "UPDATE", "DELETE", "NONE"]},
+                                             "old_memory": {"type": "string"}},
+            "required": ["id", "text", "event"]}
+    return {"type": "object", "properties": {"memory": {"type": "array", "items": item}}, "required": ["memory"]}
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    manage.VERSION: Protocol(manage.VERSION, str, manage.render,
+                             lambda text, ids, texts, _facts: parse_operations(text, ids, texts), _mem0_schema),
+    manage_v2.VERSION_JSON: Protocol(manage_v2.VERSION_JSON, manage_v2.memory_label, manage_v2.render_json,
+                                     parse_decisions, manage_v2.decisions_schema),
+    manage_v2.VERSION_LINES: Protocol(manage_v2.VERSION_LINES, manage_v2.memory_label, manage_v2.render_lines,
+                                      parse_decision_lines, None),
+}
+DEFAULT_PROTOCOL = manage.VERSION
+"""The paper's format stays the default: on the decision benchmark's dev split the packaged SmolLM2 made the
+same (all-NOOP) decisions under manage-v1 and manage-v2, so no protocol measured better and a tie keeps
+the paper's behaviour (benchmarks/results/manager-decisions-smollm2/, README "Memory Manager decisions")."""
+
+
+def get_protocol(version: str) -> Protocol:
+    if version not in PROTOCOLS:
+        raise ValueError(f"unknown manager prompt version {version!r}; choose one of: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[version]
 
 
 @dataclass(frozen=True)
@@ -31,6 +71,15 @@ class ManagerConfig:
     """Our choice: cap on the union of retrieved memories shown in one prompt (keeps it under ~2k tokens)."""
     max_new_tokens: int = 256
     """Room for about six operations with their text."""
+    prompt_version: str = DEFAULT_PROTOCOL
+    """Output protocol: manage-v1 (the paper's Mem0-style format), manage-v2 (one JSON decision per fact,
+    naming its memory) or manage-v3 (the same as lines). Default: the paper's; see DEFAULT_PROTOCOL."""
+    structured_output: bool = True
+    """Ask the backend for JSON matching the protocol's schema; backends that cannot constrain decoding
+    (local transformers) ignore it, the OpenAI-compatible one falls back when the server refuses."""
+
+    def __post_init__(self) -> None:
+        get_protocol(self.prompt_version)
 
 
 @dataclass(frozen=True)
@@ -38,6 +87,35 @@ class ManagerPrompt:
     messages: list[Message]
     shown: tuple[ScoredMemory, ...]
     shown_ids: dict[str, int]  # short id in the prompt -> store id
+    version: str = manage.VERSION
+    facts: tuple[str, ...] = ()
+    shown_texts: dict[int, str] | None = None  # store id -> text; default: from `shown`
+
+    def texts(self) -> dict[int, str]:
+        return self.shown_texts if self.shown_texts is not None else {h.entry.id: h.entry.text for h in self.shown}
+
+
+def render_prompt(version: str, memories: Sequence[tuple[int, str]], facts: Sequence[str],
+                  shown: tuple[ScoredMemory, ...] = ()) -> ManagerPrompt:
+    """The prompt for (store id, text) memories and fact texts under one protocol, without a bank:
+    what `build_prompt` uses after retrieval and what the decision benchmark uses directly."""
+    protocol = get_protocol(version)
+    labels = [protocol.label(i) for i in range(len(memories))]
+    messages = protocol.render([(label, text) for label, (_, text) in zip(labels, memories, strict=True)], list(facts))
+    return ManagerPrompt(messages, shown, {label: mid for label, (mid, _) in zip(labels, memories, strict=True)},
+                         version, tuple(facts), {mid: text for mid, text in memories})
+
+
+def parse_decision(built: ManagerPrompt, raw_output: str) -> tuple[Operation, ...]:
+    protocol = get_protocol(built.version)
+    return tuple(protocol.parse(raw_output, built.shown_ids, built.texts(), built.facts))
+
+
+def generation_config(config: ManagerConfig, built: ManagerPrompt) -> GenerationConfig:
+    """Greedy decoding; the protocol's JSON schema when structured output is on."""
+    schema = get_protocol(built.version).schema
+    json_schema = schema() if schema and config.structured_output else None
+    return GenerationConfig(max_new_tokens=config.max_new_tokens, json_schema=json_schema)
 
 
 @dataclass(frozen=True)
@@ -58,7 +136,7 @@ class MemoryManager:
 
     @property
     def provenance(self) -> Provenance:
-        return Provenance("manager", self.generator.name, prompt.VERSION)
+        return Provenance("manager", self.generator.name, self.config.prompt_version)
 
     def build_prompt(self, store: MemoryStore, owner: str, facts: Sequence[Fact]) -> ManagerPrompt:
         shown: dict[int, ScoredMemory] = {}
@@ -70,20 +148,18 @@ class MemoryManager:
                         shown[hit.entry.id] = hit
         ranked = sorted(shown.values(), key=lambda h: -h.score)[: self.config.max_shown]
         ranked.sort(key=lambda h: h.entry.id)  # stable, chronological-ish order for the model
-        shown_ids = {str(i): hit.entry.id for i, hit in enumerate(ranked)}
-        messages = prompt.render([(str(i), h.entry.text) for i, h in enumerate(ranked)], [f.text for f in facts])
-        return ManagerPrompt(messages, tuple(ranked), shown_ids)
+        return render_prompt(self.config.prompt_version, [(h.entry.id, h.entry.text) for h in ranked],
+                             [f.text for f in facts], tuple(ranked))
 
     def decide(self, store: MemoryStore, owner: str, facts: Sequence[Fact]) -> ManagerDecision:
         """Generate (greedy) and parse one decision; the bank is not touched."""
         built = self.build_prompt(store, owner, facts)
-        [generation] = self.generator.generate([built.messages], GenerationConfig(max_new_tokens=self.config.max_new_tokens))
+        [generation] = self.generator.generate([built.messages], generation_config(self.config, built))
         return ManagerDecision(owner, tuple(facts), built, generation.text, self.parse(built, generation.text), generation.usage)
 
     @staticmethod
     def parse(built: ManagerPrompt, raw_output: str) -> tuple[Operation, ...]:
-        texts = {hit.entry.id: hit.entry.text for hit in built.shown}
-        return tuple(parse_operations(raw_output, built.shown_ids, texts))
+        return parse_decision(built, raw_output)
 
     def step(self, store: MemoryStore, owner: str, facts: Sequence[Fact]) -> tuple[ManagerDecision, list[Operation]]:
         decision = self.decide(store, owner, facts)
@@ -124,7 +200,8 @@ def apply_operations(
                 else:
                     store.record_noop(owner, provenance=provenance, memory_id=op.memory_id, reason=op.reason)
             except (MemoryNotFoundError, ValueError) as error:  # vanished target; an unstorable embedding
-                op = Operation(Event.NOOP, op.memory_id, op.text, op.old_text, reason=str(error))
+                op = Operation(Event.NOOP, op.memory_id, op.text, op.old_text, reason=str(error),
+                               rejection=Rejection.STORE_ERROR)
                 store.record_noop(owner, provenance=provenance, memory_id=None, reason=op.reason)
             applied.append(op)
     return applied

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from memory_r1.prompts.answer import ANSWER_MARKER
-from memory_r1.records import Event, Operation
+from memory_r1.records import Event, Operation, Rejection
 
 _DECODER = json.JSONDecoder()
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
@@ -114,9 +114,14 @@ def parse_operations(text: str, shown_ids: Mapping[str, int], shown_texts: Mappi
     """
     items = _operation_items(find_json(text))
     if items is None:
-        return [Operation(Event.NOOP, reason="unparsable output: no JSON with a 'memory' list")]
+        return [Operation(Event.NOOP, reason="unparsable output: no JSON with a 'memory' list",
+                          rejection=Rejection.UNPARSABLE)]
+    return _resolve_all(items, shown_ids, shown_texts)
+
+
+def _resolve_all(items: list[Any], shown_ids: Mapping[str, int], shown_texts: Mapping[int, str]) -> list[Operation]:
     if not items:
-        return [Operation(Event.NOOP, reason="model returned an empty memory list")]
+        return [Operation(Event.NOOP, reason="model returned an empty memory list", rejection=Rejection.EMPTY)]
     operations: list[Operation] = []
     touched: set[int] = set()
     known_texts = {_key(t) for t in shown_texts.values()}
@@ -151,10 +156,10 @@ def _resolve(
     touched: set[int],
 ) -> Operation:
     if not isinstance(item, dict):
-        return Operation(Event.NOOP, reason=f"operation is not an object: {excerpt(item)}")
+        return Operation(Event.NOOP, reason=f"operation is not an object: {excerpt(item)}", rejection=Rejection.NOT_OBJECT)
     event = _EVENT_ALIASES.get(str(item.get("event", "")).strip().upper())
     if event is None:
-        return Operation(Event.NOOP, reason=f"unknown event {excerpt(item.get('event'))}")
+        return Operation(Event.NOOP, reason=f"unknown event {excerpt(item.get('event'))}", rejection=Rejection.UNKNOWN_EVENT)
     text = item.get("text")
     text = _clean(text) if isinstance(text, str) else ""
     old = item.get("old_memory")
@@ -164,23 +169,82 @@ def _resolve(
 
     if event is Event.ADD:
         if not text:
-            return Operation(Event.NOOP, reason="ADD without text")
+            return Operation(Event.NOOP, reason="ADD without text", rejection=Rejection.MISSING_TEXT)
         if _key(text) in known_texts:
-            return Operation(Event.NOOP, text=text, reason="ADD of a memory already stored")
+            return Operation(Event.NOOP, text=text, reason="ADD of a memory already stored", rejection=Rejection.DUPLICATE_ADD)
         return Operation(Event.ADD, text=text)
     if event is Event.NOOP:
         return Operation(Event.NOOP, memory_id=memory_id)
     if memory_id is None:
-        return Operation(Event.NOOP, reason=f"{event.value} of unknown id {excerpt(raw_id)}")
+        return Operation(Event.NOOP, reason=f"{event.value} of unknown id {excerpt(raw_id)}", rejection=Rejection.UNKNOWN_ID)
     if memory_id in touched:
-        return Operation(Event.NOOP, memory_id=memory_id, reason=f"second {event.value} of the same memory")
+        return Operation(Event.NOOP, memory_id=memory_id, reason=f"second {event.value} of the same memory",
+                         rejection=Rejection.SECOND_CHANGE)
     if event is Event.DELETE:
         return Operation(Event.DELETE, memory_id=memory_id, old_text=old)
     if not text:
-        return Operation(Event.NOOP, memory_id=memory_id, reason="UPDATE without text")
+        return Operation(Event.NOOP, memory_id=memory_id, reason="UPDATE without text", rejection=Rejection.MISSING_TEXT)
     if _key(text) == _key(shown_texts[memory_id]):
-        return Operation(Event.NOOP, memory_id=memory_id, reason="UPDATE leaves the text unchanged")
+        return Operation(Event.NOOP, memory_id=memory_id, reason="UPDATE leaves the text unchanged",
+                         rejection=Rejection.UNCHANGED)
     return Operation(Event.UPDATE, memory_id=memory_id, text=text, old_text=old)
+
+
+def parse_decisions(
+    text: str, shown_ids: Mapping[str, int], shown_texts: Mapping[int, str], facts: Sequence[str]
+) -> list[Operation]:
+    """Resolve a per-fact decision list (manage-v2): `{"decisions": [{"fact": "F1", "event": ..., "memory":
+    "M2", "text": ...}]}`. A decision names the fact it is about and the memory it acts on; ADD takes the
+    fact's own text unless it gives one, UPDATE likewise (the fact replaces the memory's text). The
+    same rules as `parse_operations` then apply, so both protocols can express exactly the same operations.
+    """
+    value = find_json(text)
+    if isinstance(value, dict):
+        value = value.get("decisions", value.get("decision", [value] if "event" in value else None))
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        return [Operation(Event.NOOP, reason="unparsable output: no JSON with a 'decisions' list",
+                          rejection=Rejection.UNPARSABLE)]
+    items = [_as_operation_item(item, facts) if isinstance(item, dict) else item for item in value]
+    return _resolve_all(items, shown_ids, shown_texts)
+
+
+_DECISION_LINE = re.compile(
+    r"^\W*(?:F(?P<fact>\d+)\W+)?(?P<event>ADD|UPDATE|DELETE|NONE|NOOP|NO-OP)\b"
+    r"(?:\W+(?P<memory>M\d+)\b)?\s*[:\-=]?\s*(?P<text>.*?)\s*$",
+    re.IGNORECASE,
+)
+
+
+def parse_decision_lines(
+    text: str, shown_ids: Mapping[str, int], shown_texts: Mapping[int, str], facts: Sequence[str]
+) -> list[Operation]:
+    """Resolve one decision per line (manage-v3): `F1: ADD`, `F2: UPDATE M1: merged text`, `F3: DELETE M2`,
+    `F4: NONE M3`. Lines that are not decisions are skipped; an output with no decision line is unparsable."""
+    items: list[Any] = []
+    for line in text.splitlines():
+        match = _DECISION_LINE.match(line)
+        if match:
+            items.append(_as_operation_item({"fact": match["fact"], "event": match["event"],
+                                             "memory": match["memory"], "text": match["text"]}, facts))
+    if not items:
+        return [Operation(Event.NOOP, reason="unparsable output: no decision line", rejection=Rejection.UNPARSABLE)]
+    return _resolve_all(items, shown_ids, shown_texts)
+
+
+def _as_operation_item(item: Mapping[str, Any], facts: Sequence[str]) -> dict[str, Any]:
+    """A per-fact decision in the shape `_resolve` reads: the memory label becomes the id, and a missing
+    text for ADD or UPDATE is the fact's own."""
+    label = str(item.get("fact", "") or "").strip().upper().lstrip("F")
+    fact = facts[int(label) - 1] if label.isdigit() and 1 <= int(label) <= len(facts) else None
+    given = item.get("text")
+    text = given if isinstance(given, str) and given.strip() else fact
+    memory = item.get("memory", item.get("id"))
+    memory = str(memory).strip().upper() if memory not in (None, "") else None
+    if memory and memory.isdigit():  # "1" for "M1": the label's letter is the part small models drop
+        memory = f"M{memory}"
+    return {"event": item.get("event", ""), "id": memory, "text": text}
 
 
 def _key(text: str) -> str:

@@ -481,6 +481,7 @@ class RunSummary:
     compute_s: dict[str, float] | None = None  # seconds per stage over every invocation
     run: RunInfo | None = None
     by_type: dict[str, CategoryScores] | None = None  # LongMemEval: per question type (and abstention)
+    decisions: dict[str, Any] | None = None  # the manager on a labelled decision set (`eval --decisions`)
 
     def to_json(self) -> Json:
         out: Json = {
@@ -505,6 +506,8 @@ class RunSummary:
             out["run"] = self.run.to_json()
         if self.by_type is not None:
             out["by_type"] = {name: c.to_json() for name, c in self.by_type.items()}
+        if self.decisions is not None:
+            out["decisions"] = self.decisions
         return out
 
     @classmethod
@@ -529,6 +532,7 @@ class RunSummary:
                 "per_question",
                 "compute_s",
                 "by_type",
+                "decisions",
             )
         }
         if not isinstance(value.get("overall"), Mapping):
@@ -562,4 +566,5 @@ class RunSummary:
             by_type=None
             if parts["by_type"] is None
             else {str(k): CategoryScores.from_json(v, f"by_type.{k}") for k, v in parts["by_type"].items()},
+            decisions=dict(parts["decisions"]) if parts["decisions"] is not None else None,
         )

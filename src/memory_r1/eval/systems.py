@@ -17,7 +17,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from memory_r1.agents import AnswerAgent, AnswerConfig
+from memory_r1.agents import AnswerAgent, AnswerConfig, MemoryManager
 from memory_r1.agents.parsing import parse_answer
 from memory_r1.bank import SQLiteStore
 from memory_r1.embeddings import Embedder
@@ -68,6 +68,11 @@ class PipelineSystem:
         self.name = name
         self._agents = agents  # models loaded once; its own bank is unused, each conversation gets one
         self._banks: dict[str, MemorySystem] = {}
+
+    @property
+    def manager(self) -> MemoryManager:
+        """The Memory Manager that builds this system's banks (scored by `eval --decisions`)."""
+        return self._agents.manager
 
     def settings(self) -> dict:
         return {"system": self.name, **self._agents.settings(), "bank": "memories per speaker, built by the manager"}

@@ -7,7 +7,7 @@ OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp server, OpenAI) answer
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from memory_r1.records import Usage
@@ -26,6 +26,9 @@ class GenerationConfig:
     or rollouts would not come from the policy's own distribution (reference notes, section 6)."""
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    json_schema: dict | None = field(default=None, hash=False)  # a dict: left out of the hash, kept in ==
+    """Our choice: a JSON schema the reply should match. Backends that can constrain decoding to it (the
+    OpenAI-compatible one, when the server supports it) do; others ignore it and the parser still checks."""
 
     @property
     def greedy(self) -> bool:

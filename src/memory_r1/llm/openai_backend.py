@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
 import httpx
 
@@ -18,6 +19,10 @@ from memory_r1.llm.base import Generation, GenerationConfig, GenerationError, Me
 from memory_r1.records import Usage
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+SCHEMA_REFUSED_STATUS = frozenset({400, 422})  # what servers answer to a request field they do not support
+
+StructuredOutput = Literal["response_format", "guided_json", "json_schema", "off"]
+STRUCTURED_OUTPUT_MODES: tuple[str, ...] = ("response_format", "guided_json", "json_schema", "off")
 
 
 class OpenAIGenerator:
@@ -26,6 +31,14 @@ class OpenAIGenerator:
     Retries connection errors, timeouts, 408/429 and 5xx `max_retries` times, sleeping
     `backoff * 2**attempt` seconds; any other 4xx fails at once (a bad key or model name won't heal).
     `usage.latency_s` is each request's own wall time; concurrent requests overlap.
+
+    Structured output: when `GenerationConfig.json_schema` is set, the schema goes in the request as
+    `structured_output` says. "response_format" (default) is OpenAI's `{"type": "json_schema", ...}` field,
+    which vLLM, SGLang, llama.cpp's server and Ollama's OpenAI endpoint also accept; "guided_json" is vLLM's
+    older extra parameter; "json_schema" is llama.cpp's native top-level field; "off" never sends one.
+    A server that refuses the field (HTTP 400/422) gets the request again without it, and later requests
+    skip it (`schema_supported` becomes False, `schema_fallbacks` counts the refusals): the parser checks
+    the reply either way, so an unconstrained server still works.
     """
 
     def __init__(
@@ -38,8 +51,15 @@ class OpenAIGenerator:
         max_retries: int = 3,
         backoff: float = 1.0,
         concurrency: int = 4,
+        structured_output: StructuredOutput = "response_format",
     ) -> None:
+        if structured_output not in STRUCTURED_OUTPUT_MODES:
+            raise ValueError(f"structured_output must be one of {', '.join(STRUCTURED_OUTPUT_MODES)}, "
+                             f"got {structured_output!r}")
         self.model = model
+        self.structured_output = structured_output
+        self.schema_supported = structured_output != "off"
+        self.schema_fallbacks = 0
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.max_retries = max_retries
         self.backoff = backoff
@@ -76,11 +96,19 @@ class OpenAIGenerator:
             body["seed"] = config.seed
         if config.stop:
             body["stop"] = list(config.stop)
+        if config.json_schema is not None and self.schema_supported:
+            body.update(schema_fields(self.structured_output, config.json_schema))
         return body
 
     def _complete(self, messages: Sequence[Message], config: GenerationConfig) -> Generation:
         start = time.perf_counter()
-        response = self._post(self.payload(messages, config))
+        body = self.payload(messages, config)
+        try:
+            response = self._post(body)
+        except SchemaRefusedError:
+            self.schema_supported = False
+            self.schema_fallbacks += 1
+            response = self._post(self.payload(messages, config))
         try:
             data = response.json()
             text = data["choices"][0]["message"]["content"] or ""
@@ -106,11 +134,34 @@ class OpenAIGenerator:
             if response.status_code < 400:
                 return response
             problem = f"HTTP {response.status_code}: {_excerpt(response)}"
+            if response.status_code in SCHEMA_REFUSED_STATUS and _has_schema(body):
+                raise SchemaRefusedError(problem)
             if response.status_code not in RETRY_STATUS:
                 raise GenerationError(f"{self.url} (model {self.model!r}) answered {problem}")
         raise GenerationError(
             f"{self.url} (model {self.model!r}) failed after {self.max_retries} retries: {problem}"
         )
+
+
+class SchemaRefusedError(GenerationError):
+    """The server rejected a request that carried a JSON schema (internal: triggers the fallback)."""
+
+
+_SCHEMA_KEYS = ("response_format", "guided_json", "json_schema")
+
+
+def schema_fields(mode: str, schema: dict) -> dict:
+    """The request fields that ask a server for JSON matching `schema`, in the dialect `mode` names."""
+    if mode == "response_format":
+        return {"response_format": {"type": "json_schema",
+                                    "json_schema": {"name": "reply", "schema": schema, "strict": False}}}
+    if mode in ("guided_json", "json_schema"):
+        return {mode: schema}
+    return {}
+
+
+def _has_schema(body: dict) -> bool:
+    return any(key in body for key in _SCHEMA_KEYS)
 
 
 def _excerpt(response: httpx.Response, limit: int = 300) -> str:

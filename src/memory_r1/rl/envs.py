@@ -116,7 +116,7 @@ class ManagerEnv:
         generations = self.answerer.generator.generate([p.messages for p in prompts], config)
         scored = []
         for i, (bank, operations) in enumerate(zip(forks, decisions, strict=True)):
-            unparsable = any(op.reason and op.reason.startswith("unparsable") for op in operations)
+            unparsable = any(op.unparsable for op in operations)
             block = generations[i * len(questions) : (i + 1) * len(questions)]
             answers = [parse_answer(g.text, range(1, 61)).answer for g in block]
             values = [self.metric(a, q["gold"]) for a, q in zip(answers, example["questions"], strict=True)]
