@@ -348,4 +348,4 @@ def test_export_command_writes_parquet_and_a_launch_script(datasets, locomo_path
     bad = CliRunner().invoke(app, [*args[:-4], "--preset", "nope"])
     assert bad.exit_code == 1 and "unknown preset" in bad.output and "Traceback" not in bad.output
     listing = CliRunner().invoke(app, ["export", "presets"])
-    assert listing.exit_code == 0 and "qwen2.5-14b-grpo" in listing.output
+    assert listing.exit_code == 0 and "smoke-grpo" in listing.output and "vllm serve" in listing.output

@@ -83,7 +83,7 @@ def export_presets() -> None:
 
     table = Table(title="verl presets (memory-r1 export verl --preset NAME)")
     for column in ("preset", "model", "GPUs", "algo", "prompts x samples", "steps", "serve for eval / answerer"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("preset", "algo"))
     for p in PRESETS.values():
         n = p.recipe.group_size if p.algo == "grpo" else 1
         table.add_row(p.name, p.model.hub_id, str(p.model.gpus), p.algo, f"{p.recipe.rollouts_per_step // n} x {n}",
