@@ -106,12 +106,13 @@ def make_system():
     from memory_r1.agents import AnswerAgent, FactExtractor, MemoryManager
     from memory_r1.bank import SQLiteStore
     from memory_r1.embeddings import HashingEmbedder
-    from memory_r1.pipeline import MemorySystem
+    from memory_r1.pipeline import Agents, MemorySystem
 
     def make(generator, embedder=None, bank=":memory:"):
         embedder = embedder or HashingEmbedder()
         store = SQLiteStore(bank, embedding_model=embedder.name, dim=embedder.dim)
-        return MemorySystem(store, embedder, FactExtractor(generator), MemoryManager(generator, embedder),
-                            AnswerAgent(generator, embedder))
+        agents = Agents(embedder, FactExtractor(generator), MemoryManager(generator, embedder),
+                        AnswerAgent(generator, embedder))
+        return MemorySystem(store, agents)
 
     return make

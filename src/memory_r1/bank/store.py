@@ -11,6 +11,7 @@ import builtins
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -169,6 +170,10 @@ class MemoryStore(Protocol):
 
     def fork(self) -> MemoryStore:
         """An independent copy: writes to either side never reach the other."""
+        ...
+
+    def save_as(self, path: str | Path) -> None:
+        """Write a consistent copy of the committed bank to a new file (RL datasets snapshot banks so)."""
         ...
 
     def close(self) -> None: ...
