@@ -101,6 +101,12 @@ def scripted() -> Callable[..., ScriptedGenerator]:
 
 
 @pytest.fixture
+def reference_reply() -> Callable[[list[dict]], str]:
+    """`reference_script` itself, for tests that wrap it."""
+    return reference_script
+
+
+@pytest.fixture
 def make_system():
     """`make_system(generator, embedder=None, bank=":memory:")`: a MemorySystem on one generator."""
     from memory_r1.agents import AnswerAgent, FactExtractor, MemoryManager

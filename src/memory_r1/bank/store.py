@@ -126,6 +126,19 @@ class MemoryStore(Protocol):
         """dia_id -> record of every ingested turn of a conversation, in ingestion order."""
         ...
 
+    def purge(self, memory_ids: Sequence[int] = (), *, owner: str | None = None) -> int:
+        """Hard delete (deletion requests): entries, their history text and embeddings, their metadata;
+        with `owner`, everything of that owner. Not undoable. Returns how many memories were removed."""
+        ...
+
+    def set_metadata(self, memory_id: int, metadata: dict) -> None:
+        """Attach a JSON object to a memory (replacing any)."""
+        ...
+
+    def metadata(self, memory_ids: Sequence[int]) -> dict[int, dict]:
+        """memory id -> metadata, for the ids that have one."""
+        ...
+
     # ---------------------------------------------------------------- reads
 
     def get(self, memory_id: int) -> MemoryEntry:
