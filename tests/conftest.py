@@ -122,3 +122,40 @@ def make_system():
         return MemorySystem(store, agents)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL 16 + pgvector server (PyPI `pgserver`), one per test session."""
+    try:
+        import pgserver
+    except ImportError:
+        pytest.skip("pgserver is not installed (pip install -e '.[postgres,test]')")
+    try:
+        server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    except Exception as error:  # noqa: BLE001 - any failure to start is a skip with its reason
+        pytest.skip(f"PostgreSQL (pgserver) could not start here: {error}")
+    yield server
+    server.cleanup()
+
+
+_DB_COUNTER = iter(range(1_000_000))
+
+
+@pytest.fixture
+def pg_new_db(pg_server) -> Callable[[], str]:
+    """`pg_new_db()`: the DSN of a fresh, empty database on the test server."""
+
+    def make() -> str:
+        name = f"mr1_{os.getpid()}_{next(_DB_COUNTER)}"
+        pg_server.psql(f'CREATE DATABASE "{name}";')
+        path, _, query = pg_server.get_uri().partition("?")
+        return path.rsplit("/", 1)[0] + "/" + name + ("?" + query if query else "")
+
+    return make
+
+
+@pytest.fixture
+def pg_dsn(pg_new_db) -> str:
+    """A fresh, empty database for this test."""
+    return pg_new_db()

@@ -82,6 +82,15 @@ def default_store_path() -> Path:
     return Path(os.environ.get("MEMORY_R1_BANK") or Path(platformdirs.user_data_dir("memory-r1")) / "bank.db")
 
 
+def open_store(location: str | Path, agents: Agents) -> MemoryStore:
+    """A `postgresql://` DSN opens the shared PostgreSQL store, anything else a SQLite file (or ":memory:")."""
+    if isinstance(location, str) and location.startswith(("postgresql://", "postgres://")):
+        from memory_r1.bank.postgres import PostgresStore
+
+        return PostgresStore(location, embedding_model=agents.embedder.name, dim=agents.embedder.dim)
+    return agents.open_store(location)
+
+
 class Memory:
     """Memories of any number of scopes in one store, managed by one loaded set of agents."""
 
@@ -91,7 +100,7 @@ class Memory:
             path = default_store_path()
             path.parent.mkdir(parents=True, exist_ok=True)
             store = path
-        self.store = store if isinstance(store, MemoryStore) else self.agents.open_store(store)
+        self.store = store if isinstance(store, MemoryStore) else open_store(store, self.agents)
 
     @classmethod
     def from_config(
