@@ -238,3 +238,17 @@ def test_one_agent_set_serves_many_stores(scripted) -> None:
     a, b = Memory(":memory:", agents), Memory(":memory:", agents)
     a.add("only in a", user_id="u", infer=False)
     assert b.get_all(Scope("u")) == [] and a.agents is b.agents
+
+
+def test_namespaces_are_sealed_from_each_other(memory: Memory) -> None:
+    a, b = memory.in_namespace("tenant-a"), memory.in_namespace("tenant-b")
+    [op] = a.add("secret of a", user_id="alice", infer=False).results
+    assert op.id is not None
+    assert b.get_all(ALICE) == [] and b.search("secret", user_id="alice") == [] and memory.get_all(ALICE) == []
+    for call in (lambda: b.get(op.id), lambda: b.update(op.id, "x"), lambda: b.delete(op.id),
+                 lambda: b.history(op.id), lambda: b.purge(op.id), lambda: b.undo(op.history_id),
+                 lambda: memory.get(op.id)):
+        with pytest.raises(MemoryNotFoundError):
+            call()
+    assert b.export(ALICE) == "" and b.delete_all(ALICE) == 0 and b.purge(ALICE) == 0
+    assert [i.memory for i in a.get_all(ALICE)] == ["secret of a"] and a.get(op.id).scope == ALICE

@@ -23,6 +23,7 @@ from memory_r1.pipeline import Agents, PipelineConfig
 from memory_r1.records import HistoryRecord, MemoryEntry, Provenance, Scope, ScopeError, Turn, Usage
 
 EXPORT_FORMAT = 1
+_NS = "\x1e"  # between a namespace (tenant) and a scope key; ids cannot contain control characters
 USER_AUTHOR = Provenance("user")
 
 
@@ -94,8 +95,15 @@ def open_store(location: str | Path, agents: Agents) -> MemoryStore:
 class Memory:
     """Memories of any number of scopes in one store, managed by one loaded set of agents."""
 
-    def __init__(self, store: MemoryStore | str | Path | None = None, agents: Agents | None = None) -> None:
+    def __init__(
+        self, store: MemoryStore | str | Path | None = None, agents: Agents | None = None, *,
+        namespace: str | None = None,
+    ) -> None:
+        """`namespace` (a tenant): every scope key is prefixed with it and ids outside it do not exist."""
         self.agents = agents or Agents.load(PipelineConfig())
+        if namespace is not None and (not namespace or any(ord(c) < 32 for c in namespace)):
+            raise MemoryInputError("namespace must be non-empty with no control characters")
+        self._prefix = f"{namespace}{_NS}" if namespace is not None else ""
         if store is None:
             path = default_store_path()
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,9 +145,9 @@ class Memory:
                 usage = self._infer(scope, turns)
             else:
                 vectors = self.agents.embedder.embed([t.text for t in turns])
-                self.store.add_many(scope.key, [t.text for t in turns], vectors, timestamps=[when] * len(turns),
+                self.store.add_many(self._key(scope), [t.text for t in turns], vectors, timestamps=[when] * len(turns),
                                     occurred_at=[occurred] * len(turns), provenance=USER_AUTHOR)
-            rows = [h for h in self.store.history(owner=scope.key) if h.id > before]
+            rows = [h for h in self.store.history(owner=self._key(scope)) if h.id > before]
             for h in rows:
                 if h.event in ("ADD", "UPDATE") and h.memory_id is not None and meta is not None:
                     self.store.set_metadata(h.memory_id, meta)
@@ -150,10 +158,10 @@ class Memory:
         extractor, manager = self.agents.extractor, self.agents.manager
         previous = [turns[i - 1] if i else None for i in range(len(turns))]
         extract, manage = Usage(), Usage()
-        for extraction in extractor.extract(turns, [scope.key] * len(turns), previous):
+        for extraction in extractor.extract(turns, [self._key(scope)] * len(turns), previous):
             extract += extraction.usage
             if extraction.facts:
-                decision, _ = manager.step(self.store, scope.key, extraction.facts)
+                decision, _ = manager.step(self.store, self._key(scope), extraction.facts)
                 manage += decision.usage
         return {"extract": extract, "manage": manage}
 
@@ -172,7 +180,7 @@ class Memory:
 
     def delete_all(self, scope: Scope) -> int:
         """Soft-delete every live memory of a scope (one transaction); returns how many."""
-        entries = self.store.list(scope.key)
+        entries = self.store.list(self._key(scope))
         with self.store.transaction():
             for e in entries:
                 self.store.delete(e.id, provenance=USER_AUTHOR)
@@ -182,13 +190,17 @@ class Memory:
         """Hard delete for deletion requests: the entry (or the whole scope), its history text and its
         embeddings are removed from the store; this cannot be undone. Returns how many memories went."""
         if isinstance(target, Scope):
-            return self.store.purge(owner=target.key)
+            return self.store.purge(owner=self._key(target))
         self._entry(target, None, live=False)
         return self.store.purge([target])
 
     def undo(self, history_id: int, *, scope: Scope | None = None) -> HistoryRecord:
-        if scope is not None and not any(h.id == history_id for h in self.store.history(owner=scope.key)):
-            raise MemoryNotFoundError(f"no history row #{history_id} in this scope")
+        """Revert one ADD/UPDATE/DELETE of this namespace (and scope, if given)."""
+        if self._prefix or scope is not None:
+            row = next((h for h in self.store.history() if h.id == history_id), None)
+            if row is None or row.memory_id is None:
+                raise MemoryNotFoundError(f"no history row #{history_id}")
+            self._entry(row.memory_id, scope, live=False)
         return self.store.undo(history_id, provenance=USER_AUTHOR)
 
     # ---------------------------------------------------------------- reads
@@ -200,7 +212,7 @@ class Memory:
         """Live memories of a scope, oldest first, one page (1-based)."""
         if page < 1 or not 1 <= page_size <= 1000:
             raise MemoryInputError("page must be >= 1 and page_size between 1 and 1000")
-        entries = self.store.list(scope.key)
+        entries = self.store.list(self._key(scope))
         return self._items(entries[(page - 1) * page_size : page * page_size])
 
     def search(
@@ -221,8 +233,8 @@ class Memory:
         if not 1 <= limit <= 1000:
             raise MemoryInputError("limit must be between 1 and 1000")
         [vector] = self.agents.embedder.embed([query])
-        k = self.store.count(scope.key) if filters else limit
-        hits = self.store.search(scope.key, vector, k)
+        k = self.store.count(self._key(scope)) if filters else limit
+        hits = self.store.search(self._key(scope), vector, k)
         if threshold is not None:
             hits = [h for h in hits if h.score >= threshold]
         items = self._items([h.entry for h in hits], [h.score for h in hits])
@@ -237,7 +249,7 @@ class Memory:
 
     def answer(self, question: str, scope: Scope) -> Any:
         """The Answer Agent over the scope's memories (retrieval, distillation, answer)."""
-        [result] = self.agents.answerer.answer(self.store, [_text(question, "question")], [(scope.label, scope.key)])
+        [result] = self.agents.answerer.answer(self.store, [_text(question, "question")], [(scope.label, self._key(scope))])
         return result
 
     # ---------------------------------------------------------------- export / import
@@ -245,7 +257,7 @@ class Memory:
     def export(self, scope: Scope) -> str:
         """Live memories of a scope as JSON Lines (text, metadata, dialogue time, sources), oldest first.
         Store ids and wall-clock times are not exported: an import gets fresh ones."""
-        entries = self.store.list(scope.key)
+        entries = self.store.list(self._key(scope))
         meta = self.store.metadata([e.id for e in entries])
         lines = [json.dumps({"format": EXPORT_FORMAT, **scope.to_json(), "memory": e.text,
                              "metadata": meta.get(e.id, {}), "timestamp": e.timestamp,
@@ -265,12 +277,16 @@ class Memory:
             for row, vector in zip(rows, vectors, strict=True):
                 scope = Scope(row.get("user_id"), row.get("agent_id"), row.get("run_id"))
                 occurred = datetime.fromisoformat(row["occurred_at"]) if row.get("occurred_at") else None
-                entry = self.store.add(scope.key, row["memory"], vector, timestamp=row.get("timestamp", ""),
+                entry = self.store.add(self._key(scope), row["memory"], vector, timestamp=row.get("timestamp", ""),
                                        occurred_at=occurred, source_turn_ids=row.get("source_turn_ids", ()),
                                        provenance=Provenance("import"))
                 if row.get("metadata"):
                     self.store.set_metadata(entry.id, row["metadata"])
         return len(rows)
+
+    def in_namespace(self, namespace: str) -> Memory:
+        """The same store and agents, confined to one namespace (the service's tenants)."""
+        return Memory(self.store, self.agents, namespace=namespace)
 
     def close(self) -> None:
         self.store.close()
@@ -288,7 +304,8 @@ class Memory:
         if isinstance(memory_id, bool) or not isinstance(memory_id, int):
             raise MemoryInputError(f"memory id must be an integer, got {memory_id!r}")
         entry = self.store.get(memory_id)
-        if scope is not None and entry.owner != scope.key:
+        outside = not entry.owner.startswith(self._prefix) or (not self._prefix and _NS in entry.owner)
+        if outside or (scope is not None and entry.owner != self._key(scope)):
             raise MemoryNotFoundError(f"memory {memory_id} does not exist")  # same answer as a missing id
         if live and entry.deleted:
             raise MemoryNotFoundError(f"memory {memory_id} is deleted")
@@ -296,12 +313,18 @@ class Memory:
 
     def _items(self, entries: Sequence[MemoryEntry], scores: Sequence[float] | None = None) -> list[MemoryItem]:
         meta = self.store.metadata([e.id for e in entries])
-        return [MemoryItem(e.id, e.text, Scope.from_key(e.owner), meta.get(e.id, {}), e.timestamp, e.created_at,
+        return [MemoryItem(e.id, e.text, self._scope_of(e.owner), meta.get(e.id, {}), e.timestamp, e.created_at,
                            e.updated_at, e.deleted, scores[i] if scores is not None else None)
                 for i, e in enumerate(entries)]
 
+    def _key(self, scope: Scope) -> str:
+        return self._prefix + scope.key
+
+    def _scope_of(self, key: str) -> Scope:
+        return Scope.from_key(key[len(self._prefix):])
+
     def _last_history_id(self, scope: Scope) -> int:
-        last = self.store.history(owner=scope.key, limit=1)
+        last = self.store.history(owner=self._key(scope), limit=1)
         return last[0].id if last else 0
 
 
