@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import socket
-import statistics
 import tempfile
 import threading
 import time
@@ -38,7 +37,7 @@ class Scripted:
 
     name = "scripted"
 
-    def generate(self, prompts, config):  # noqa: ANN001, ANN201
+    def generate(self, prompts, config):
         out = []
         for p in prompts:
             content = p[-1]["content"]

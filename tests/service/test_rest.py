@@ -12,14 +12,14 @@ import httpx
 import pytest
 
 pytest.importorskip("fastapi")
-import uvicorn  # noqa: E402
+import uvicorn
 
-from memory_r1.agents import AnswerAgent, FactExtractor, MemoryManager  # noqa: E402
-from memory_r1.embeddings import HashingEmbedder  # noqa: E402
-from memory_r1.memory import Memory  # noqa: E402
-from memory_r1.pipeline import Agents  # noqa: E402
-from memory_r1.service.app import ServiceConfig, create_app  # noqa: E402
-from memory_r1.service.keys import KeyStore  # noqa: E402
+from memory_r1.agents import AnswerAgent, FactExtractor, MemoryManager
+from memory_r1.embeddings import HashingEmbedder
+from memory_r1.memory import Memory
+from memory_r1.pipeline import Agents
+from memory_r1.service.app import ServiceConfig, create_app
+from memory_r1.service.keys import KeyStore
 
 
 def _free_port() -> int:
