@@ -133,12 +133,10 @@ def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceCo
             raise ApiError(429, "rate_limited", f"more than {config.rate_per_minute} requests a minute for this key")
         return found
 
-    Who = Annotated[Principal, Depends(principal)]
-
-    def tenant_memory(who: Who) -> tuple[Principal, Memory]:
+    def tenant_memory(who: Principal = Depends(principal)) -> tuple[Principal, Memory]:
         return who, memory.in_namespace(who.tenant)
 
-    Ctx = Annotated[tuple[Principal, Memory], Depends(tenant_memory)]
+    Ctx = tuple[Principal, Memory]
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Callable[[Request], Any]) -> Response:
@@ -156,7 +154,7 @@ def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceCo
         return {"status": "ok"}
 
     @app.post("/v1/memories/")
-    def add(body: AddBody, ctx: Ctx) -> dict[str, Any]:
+    def add(body: AddBody, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
         scope = _scope(body)
         with locks.hold(ctx[0].tenant, scope), (model_lock if body.infer else _nothing()):
             result = ctx[1].add(body.messages, **scope.to_json(), metadata=body.metadata, infer=body.infer,
@@ -165,60 +163,60 @@ def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceCo
 
     @app.get("/v1/memories/")
     def list_memories(user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
-                      page: int = 1, page_size: int = 100, ctx: Ctx) -> dict[str, Any]:
+                      page: int = 1, page_size: int = 100, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
         items = ctx[1].get_all(_scope(user_id=user_id, agent_id=agent_id, run_id=run_id), page=page,
                                page_size=page_size)
         return {"results": [i.to_json() for i in items], "page": page, "page_size": page_size}
 
     @app.post("/v1/memories/search/")
-    def search(body: SearchBody, ctx: Ctx) -> dict[str, Any]:
+    def search(body: SearchBody, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
         items = ctx[1].search(body.query, **_scope(body).to_json(), limit=body.limit, filters=body.filters,
                               threshold=body.threshold)
         return {"results": [i.to_json() for i in items]}
 
     @app.get("/v1/memories/{memory_id}/")
-    def get(memory_id: MemoryId, ctx: Ctx) -> dict[str, Any]:
+    def get(memory_id: MemoryId, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
         return ctx[1].get(memory_id).to_json()
 
     @app.put("/v1/memories/{memory_id}/")
-    def update(memory_id: MemoryId, body: UpdateBody, ctx: Ctx) -> dict[str, Any]:
+    def update(memory_id: MemoryId, body: UpdateBody, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
         scope = ctx[1].get(memory_id).scope
         with locks.hold(ctx[0].tenant, scope):
             return ctx[1].update(memory_id, body.text).to_json()
 
     @app.delete("/v1/memories/{memory_id}/")
-    def delete(memory_id: MemoryId, ctx: Ctx) -> dict[str, Any]:
+    def delete(memory_id: MemoryId, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
         scope = ctx[1].get(memory_id).scope
         with locks.hold(ctx[0].tenant, scope):
             return ctx[1].delete(memory_id).to_json()
 
     @app.delete("/v1/memories/")
     def delete_all(user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
-                   ctx: Ctx) -> dict[str, int]:
+                   ctx: Ctx = Depends(tenant_memory)) -> dict[str, int]:
         scope = _scope(user_id=user_id, agent_id=agent_id, run_id=run_id)
         with locks.hold(ctx[0].tenant, scope):
             return {"deleted": ctx[1].delete_all(scope)}
 
     @app.post("/v1/memories/{memory_id}/purge/")
-    def purge_one(memory_id: MemoryId, ctx: Ctx) -> dict[str, int]:
+    def purge_one(memory_id: MemoryId, ctx: Ctx = Depends(tenant_memory)) -> dict[str, int]:
         return {"purged": ctx[1].purge(memory_id)}
 
     @app.post("/v1/purge/")
-    def purge_scope(body: ScopeBody, ctx: Ctx) -> dict[str, int]:
+    def purge_scope(body: ScopeBody, ctx: Ctx = Depends(tenant_memory)) -> dict[str, int]:
         scope = _scope(body)
         with locks.hold(ctx[0].tenant, scope):
             return {"purged": ctx[1].purge(scope)}
 
     @app.get("/v1/memories/{memory_id}/history/")
-    def history(memory_id: MemoryId, ctx: Ctx) -> list[dict[str, Any]]:
+    def history(memory_id: MemoryId, ctx: Ctx = Depends(tenant_memory)) -> list[dict[str, Any]]:
         return [_history_json(h) for h in ctx[1].history(memory_id)]
 
     @app.post("/v1/history/{history_id}/undo/")
-    def undo(history_id: MemoryId, ctx: Ctx) -> dict[str, Any]:
+    def undo(history_id: MemoryId, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
         return _history_json(ctx[1].undo(history_id))
 
     @app.post("/v1/answer/")
-    def answer(body: AnswerBody, ctx: Ctx) -> dict[str, Any]:
+    def answer(body: AnswerBody, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
         with model_lock:
             result = ctx[1].answer(body.question, _scope(body))
         return {"answer": result.answer, "memory_ids": list(result.selected_memory_ids),
@@ -226,17 +224,17 @@ def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceCo
 
     @app.get("/v1/export/")
     def export(user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
-               ctx: Ctx) -> PlainTextResponse:
+               ctx: Ctx = Depends(tenant_memory)) -> PlainTextResponse:
         text = ctx[1].export(_scope(user_id=user_id, agent_id=agent_id, run_id=run_id))
         return PlainTextResponse(text, media_type="application/x-ndjson")
 
     @app.post("/v1/import/")
-    async def import_(request: Request, ctx: Ctx) -> dict[str, int]:
+    async def import_(request: Request, ctx: Ctx = Depends(tenant_memory)) -> dict[str, int]:
         text = (await request.body()).decode("utf-8", errors="strict")
         return {"imported": ctx[1].import_(text)}
 
     @app.post("/v1/keys/")
-    def create_key(body: KeyBody, who: Who) -> dict[str, str]:
+    def create_key(body: KeyBody, who: Principal = Depends(principal)) -> dict[str, str]:
         if not who.admin:
             raise ApiError(403, "forbidden", "only an admin key can create keys")
         return {"key": keys.create(body.tenant, admin=body.admin), "tenant": body.tenant}
