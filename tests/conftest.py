@@ -101,17 +101,61 @@ def scripted() -> Callable[..., ScriptedGenerator]:
 
 
 @pytest.fixture
+def reference_reply() -> Callable[[list[dict]], str]:
+    """`reference_script` itself, for tests that wrap it."""
+    return reference_script
+
+
+@pytest.fixture
 def make_system():
     """`make_system(generator, embedder=None, bank=":memory:")`: a MemorySystem on one generator."""
     from memory_r1.agents import AnswerAgent, FactExtractor, MemoryManager
     from memory_r1.bank import SQLiteStore
     from memory_r1.embeddings import HashingEmbedder
-    from memory_r1.pipeline import MemorySystem
+    from memory_r1.pipeline import Agents, MemorySystem
 
     def make(generator, embedder=None, bank=":memory:"):
         embedder = embedder or HashingEmbedder()
         store = SQLiteStore(bank, embedding_model=embedder.name, dim=embedder.dim)
-        return MemorySystem(store, embedder, FactExtractor(generator), MemoryManager(generator, embedder),
-                            AnswerAgent(generator, embedder))
+        agents = Agents(embedder, FactExtractor(generator), MemoryManager(generator, embedder),
+                        AnswerAgent(generator, embedder))
+        return MemorySystem(store, agents)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL 16 + pgvector server (PyPI `pgserver`), one per test session."""
+    try:
+        import pgserver
+    except ImportError:
+        pytest.skip("pgserver is not installed (pip install -e '.[postgres,test]')")
+    try:
+        server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    except Exception as error:  # noqa: BLE001 - any failure to start is a skip with its reason
+        pytest.skip(f"PostgreSQL (pgserver) could not start here: {error}")
+    yield server
+    server.cleanup()
+
+
+_DB_COUNTER = iter(range(1_000_000))
+
+
+@pytest.fixture
+def pg_new_db(pg_server) -> Callable[[], str]:
+    """`pg_new_db()`: the DSN of a fresh, empty database on the test server."""
+
+    def make() -> str:
+        name = f"mr1_{os.getpid()}_{next(_DB_COUNTER)}"
+        pg_server.psql(f'CREATE DATABASE "{name}";')
+        path, _, query = pg_server.get_uri().partition("?")
+        return path.rsplit("/", 1)[0] + "/" + name + ("?" + query if query else "")
+
+    return make
+
+
+@pytest.fixture
+def pg_dsn(pg_new_db) -> str:
+    """A fresh, empty database for this test."""
+    return pg_new_db()

@@ -24,7 +24,7 @@ import numpy as np
 from memory_r1.embeddings import Embedder
 from memory_r1.llm import Generator
 from memory_r1.llm.batching import BatchingGenerator
-from memory_r1.pipeline import IngestReport, MemorySystem
+from memory_r1.pipeline import Agents, IngestReport, MemorySystem
 from memory_r1.records import Conversation, Turn
 
 
@@ -101,4 +101,4 @@ def _with_generators(
     extractor.generator = batched(system.extractor.generator)
     manager.generator, manager.embedder = batched(system.manager.generator), embedder
     answerer.embedder = embedder
-    return MemorySystem(system.store, embedder, extractor, manager, answerer)
+    return MemorySystem(system.store, Agents(embedder, extractor, manager, answerer))

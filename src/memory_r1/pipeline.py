@@ -120,42 +120,34 @@ class IngestReport:
         }
 
 
-class MemorySystem:
-    def __init__(self, store: MemoryStore, embedder: Embedder, extractor: FactExtractor, manager: MemoryManager, answerer: AnswerAgent):
-        self.store = store
-        self.embedder = embedder
-        self.extractor = extractor
-        self.manager = manager
-        self.answerer = answerer
+@dataclass(frozen=True)
+class Agents:
+    """One loaded set of models (embedder, extractor, manager, answerer), shared by any number of stores
+    and scopes: loading is the expensive part, so it is done once and never tied to a bank."""
+
+    embedder: Embedder
+    extractor: FactExtractor
+    manager: MemoryManager
+    answerer: AnswerAgent
 
     @classmethod
-    def from_config(cls, config: PipelineConfig, bank: str | Path = ":memory:") -> MemorySystem:
-        """Load models (each distinct model once) and open or create the bank."""
+    def load(cls, config: PipelineConfig) -> Agents:
+        """Load the embedder and each distinct generator once."""
         embedder = load_embedder(config.embedding_model)
-        store = SQLiteStore(bank, embedding_model=embedder.name, dim=embedder.dim)
-        loaded: dict[str, Generator] = {}
-
-        def generator(name: str | None) -> Generator:
-            name = name or config.model
-            if name not in loaded:
-                loaded[name] = load_generator(name, backend=config.backend, base_url=config.base_url)
-            return loaded[name]
-
+        generators = _generators(config)
         return cls(
-            store,
             embedder,
-            FactExtractor(generator(config.extractor_model), config.extractor),
-            MemoryManager(generator(config.manager_model), embedder, config.manager),
-            AnswerAgent(generator(config.answer_model), embedder, config.answer),
+            FactExtractor(generators(config.extractor_model), config.extractor),
+            MemoryManager(generators(config.manager_model), embedder, config.manager),
+            AnswerAgent(generators(config.answer_model), embedder, config.answer),
         )
 
-    def with_bank(self, bank: str | Path) -> MemorySystem:
-        """The same agents (models loaded once) over another bank, e.g. one per conversation."""
-        store = SQLiteStore(bank, embedding_model=self.embedder.name, dim=self.embedder.dim)
-        return MemorySystem(store, self.embedder, self.extractor, self.manager, self.answerer)
+    def open_store(self, bank: str | Path = ":memory:") -> SQLiteStore:
+        """Open or create a SQLite bank for this set's embedding space (refused if the bank has another)."""
+        return SQLiteStore(bank, embedding_model=self.embedder.name, dim=self.embedder.dim)
 
     def settings(self) -> dict:
-        """What determines this system's results: recorded beside every evaluation run."""
+        """What determines results: recorded beside every evaluation run."""
         return {
             "extractor_model": self.extractor.generator.name,
             "manager_model": self.manager.generator.name,
@@ -170,6 +162,63 @@ class MemorySystem:
             "manager": asdict(self.manager.config),
             "answer": asdict(self.answerer.config),
         }
+
+
+def _generators(config: PipelineConfig) -> Callable[[str | None], Generator]:
+    """name (None: the backbone) -> generator, each distinct model loaded once."""
+    loaded: dict[str, Generator] = {}
+
+    def generator(name: str | None) -> Generator:
+        name = name or config.model
+        if name not in loaded:
+            loaded[name] = load_generator(name, backend=config.backend, base_url=config.base_url)
+        return loaded[name]
+
+    return generator
+
+
+def load_answerer(config: PipelineConfig) -> AnswerAgent:
+    """Only the embedder and the Answer Agent's model (for systems without a manager, e.g. `rag`)."""
+    embedder = load_embedder(config.embedding_model)
+    return AnswerAgent(_generators(config)(config.answer_model), embedder, config.answer)
+
+
+class MemorySystem:
+    """A loaded `Agents` set acting on one store."""
+
+    def __init__(self, store: MemoryStore, agents: Agents):
+        self.store = store
+        self.agents = agents
+
+    @property
+    def embedder(self) -> Embedder:
+        return self.agents.embedder
+
+    @property
+    def extractor(self) -> FactExtractor:
+        return self.agents.extractor
+
+    @property
+    def manager(self) -> MemoryManager:
+        return self.agents.manager
+
+    @property
+    def answerer(self) -> AnswerAgent:
+        return self.agents.answerer
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig, bank: str | Path = ":memory:") -> MemorySystem:
+        """Load models (each distinct model once) and open or create the bank."""
+        agents = Agents.load(config)
+        return cls(agents.open_store(bank), agents)
+
+    def with_bank(self, bank: str | Path) -> MemorySystem:
+        """The same agents (models loaded once) over another bank, e.g. one per conversation."""
+        return MemorySystem(self.agents.open_store(bank), self.agents)
+
+    def settings(self) -> dict:
+        """What determines this system's results: recorded beside every evaluation run."""
+        return self.agents.settings()
 
     def ingest(
         self,

@@ -7,7 +7,7 @@ ScoredMemory (retrieval) -> Answer. Every stage returns these records, never bac
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 
@@ -239,6 +239,68 @@ class Answer:
     search_s: float = 0.0  # retrieval time (query embedding + bank search)
 
 
+_SEP = "\x1f"
+
+
+class ScopeError(ValueError):
+    """A scope (or other API input) that cannot be used: no id given, empty or malformed ids."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose memories: at least one of user, agent, run. A first-class record, mapped to one store key.
+
+    Keys, our choice: a scope with only a user id is stored under that id verbatim, which is how the LoCoMo
+    speakers' banks (`conv-26:Caroline`) are keyed, so evaluation banks and RL datasets are unchanged; any
+    other combination is `user<US>agent=...<US>run=...` (US = the ASCII unit separator), and ids may not
+    contain control characters, so two scopes never share a key.
+    """
+
+    user_id: str | None = None
+    agent_id: str | None = None
+    run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        ids = (self.user_id, self.agent_id, self.run_id)
+        if all(i is None for i in ids):
+            raise ScopeError("a scope needs at least one of user_id, agent_id, run_id")
+        for name, value in zip(("user_id", "agent_id", "run_id"), ids, strict=True):
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value.strip():
+                raise ScopeError(f"{name} must be a non-empty string")
+            if any(ord(c) < 32 for c in value) or len(value) > 256:
+                raise ScopeError(f"{name} must be at most 256 characters with no control characters")
+
+    @property
+    def key(self) -> str:
+        if self.agent_id is None and self.run_id is None:
+            return str(self.user_id)
+        return _SEP.join((self.user_id or "", f"agent={self.agent_id or ''}", f"run={self.run_id or ''}"))
+
+    @classmethod
+    def from_key(cls, key: str) -> Scope:
+        if _SEP not in key:
+            return cls(user_id=key)
+        user, agent, run = key.split(_SEP)
+        return cls(user or None, agent.removeprefix("agent=") or None, run.removeprefix("run=") or None)
+
+    @classmethod
+    def for_speaker(cls, sample_id: str, speaker: str) -> Scope:
+        """The LoCoMo speaker's scope: one per speaker per conversation, as the paper keeps one bank each."""
+        return cls(user_id=f"{sample_id}:{speaker}")
+
+    @property
+    def label(self) -> str:
+        """How the Answer Agent's prompt names this scope's memories."""
+        return self.user_id or self.agent_id or self.run_id or ""
+
+    def to_json(self) -> dict[str, str | None]:
+        return asdict(self)
+
+
+
 def owner_id(sample_id: str, speaker: str) -> str:
-    """Bank namespace of one speaker in one conversation (the paper keeps one bank per speaker)."""
-    return f"{sample_id}:{speaker}"
+    """Bank namespace of one speaker in one conversation (the paper keeps one bank per speaker): the key
+    of that speaker's `Scope`."""
+    return Scope.for_speaker(sample_id, speaker).key

@@ -35,7 +35,7 @@ def conv30(locomo_path):
 def memory_r1(make_system, generator, distill=True):
     agents = make_system(generator)
     agents.answerer.config = AnswerConfig(distill=distill)
-    return PipelineSystem("memory-r1" if distill else "prompted", agents)
+    return PipelineSystem("memory-r1" if distill else "prompted", agents.agents)
 
 
 def run(system, conv, tmp_path, config=EvalConfig(batch_size=2), **kw):
@@ -194,7 +194,7 @@ def test_sampled_seeds_report_mean_and_spread(conv30, tmp_path, tiny_generator, 
     agents.answerer.config = AnswerConfig(max_new_tokens=6, temperature=1.0)
     agents.extractor.config = replace(agents.extractor.config, max_new_tokens=4)
     agents.manager.config = replace(agents.manager.config, max_new_tokens=4)
-    summary = run(PipelineSystem("memory-r1", agents), conv30, tmp_path, config=EvalConfig(seeds=(0, 1), limit=2))
+    summary = run(PipelineSystem("memory-r1", agents.agents), conv30, tmp_path, config=EvalConfig(seeds=(0, 1), limit=2))
     assert set(summary["seeds"]["per_seed"]) == {"0", "1"}
     assert summary["seeds"]["std"]["f1"] >= 0.0 and summary["questions"] == 2
     assert len(rows_of(tmp_path / "run" / "results.jsonl")) == 4

@@ -373,6 +373,67 @@ class SQLiteStore:
             ).fetchall()
         return {dia_id: json.loads(record) for dia_id, record in rows}
 
+    def purge(self, memory_ids: Sequence[int] = (), *, owner: str | None = None) -> int:
+        """Hard delete, for deletion requests: the memories (live or soft-deleted), every history row about
+        them (texts and replaced embeddings) and their metadata; with `owner`, all of that owner's rows too.
+        Freed pages are zeroed (secure_delete) and the WAL checkpointed, so the text leaves the file.
+        Returns how many memories were removed."""
+        with self._lock:
+            ids = [int(i) for i in memory_ids]
+            if owner is not None:
+                ids += [r[0] for r in self._conn.execute("SELECT id FROM memories WHERE owner = ?", (owner,))]
+            self._conn.execute("PRAGMA secure_delete = ON")
+            with self.transaction():
+                owners = set()
+                for start in range(0, len(ids), _MAX_VARS):
+                    chunk = ids[start : start + _MAX_VARS]
+                    marks = ", ".join("?" * len(chunk))
+                    owners |= {r[0] for r in self._conn.execute(
+                        f"SELECT DISTINCT owner FROM memories WHERE id IN ({marks})", chunk)}
+                    self._conn.execute(f"DELETE FROM memories WHERE id IN ({marks})", chunk)
+                    self._conn.execute(f"DELETE FROM history WHERE memory_id IN ({marks})", chunk)
+                    if self._has_metadata_table():
+                        self._conn.execute(f"DELETE FROM metadata WHERE memory_id IN ({marks})", chunk)
+                if owner is not None:
+                    owners.add(owner)
+                    self._conn.execute("DELETE FROM history WHERE owner = ?", (owner,))
+                for name in owners:
+                    self._touched.add(name)
+                    self._indexes.pop(name, None)
+            if self.path != ":memory:":
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return len(set(ids))
+
+    def set_metadata(self, memory_id: int, metadata: dict) -> None:
+        """Attach a JSON object to a memory (replacing any), inside the caller's transaction if one is open.
+        The table is created on first use, so banks that never use metadata are not changed."""
+        with self._lock, self.transaction():
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS metadata (memory_id INTEGER PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            self._conn.execute(
+                "INSERT OR REPLACE INTO metadata VALUES (?, ?)", (memory_id, json.dumps(metadata, sort_keys=True))
+            )
+
+    def metadata(self, memory_ids: Sequence[int]) -> dict[int, dict]:
+        """memory id -> its metadata object, for the ids that have one."""
+        found: dict[int, dict] = {}
+        with self._lock:
+            if not self._has_metadata_table():
+                return found
+            ids = [int(i) for i in memory_ids]
+            for start in range(0, len(ids), _MAX_VARS):
+                chunk = ids[start : start + _MAX_VARS]
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT memory_id, value FROM metadata WHERE memory_id IN ({marks})"
+                found.update((mid, json.loads(value)) for mid, value in self._conn.execute(sql, chunk))
+        return found
+
+    def _has_metadata_table(self) -> bool:
+        return self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'metadata'"
+        ).fetchone() is not None
+
     # ---------------------------------------------------------------- reads
 
     def get(self, memory_id: int) -> MemoryEntry:

@@ -11,6 +11,7 @@ import builtins
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -125,6 +126,19 @@ class MemoryStore(Protocol):
         """dia_id -> record of every ingested turn of a conversation, in ingestion order."""
         ...
 
+    def purge(self, memory_ids: Sequence[int] = (), *, owner: str | None = None) -> int:
+        """Hard delete (deletion requests): entries, their history text and embeddings, their metadata;
+        with `owner`, everything of that owner. Not undoable. Returns how many memories were removed."""
+        ...
+
+    def set_metadata(self, memory_id: int, metadata: dict) -> None:
+        """Attach a JSON object to a memory (replacing any)."""
+        ...
+
+    def metadata(self, memory_ids: Sequence[int]) -> dict[int, dict]:
+        """memory id -> metadata, for the ids that have one."""
+        ...
+
     # ---------------------------------------------------------------- reads
 
     def get(self, memory_id: int) -> MemoryEntry:
@@ -169,6 +183,10 @@ class MemoryStore(Protocol):
 
     def fork(self) -> MemoryStore:
         """An independent copy: writes to either side never reach the other."""
+        ...
+
+    def save_as(self, path: str | Path) -> None:
+        """Write a consistent copy of the committed bank to a new file (RL datasets snapshot banks so)."""
         ...
 
     def close(self) -> None: ...

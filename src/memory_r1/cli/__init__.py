@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from memory_r1 import __version__
-from memory_r1.cli import config, evaluation, export, memory, training  # noqa: F401  (registers the commands)
+from memory_r1.cli import api, config, evaluation, export, memory, training  # noqa: F401  (registers the commands)
 from memory_r1.cli.common import app, console
 
 

@@ -31,7 +31,7 @@ from memory_r1.cli.common import (
     print_ingest_report,
     user_errors,
 )
-from memory_r1.pipeline import DEFAULT_MODEL, MemorySystem, PipelineConfig
+from memory_r1.pipeline import DEFAULT_MODEL, Agents, MemorySystem, PipelineConfig
 from memory_r1.records import Conversation, QAItem
 from memory_r1.settings import apply_overrides
 
@@ -70,10 +70,14 @@ def ask(
 ) -> None:
     """Answer a question from the banks and show the memories the agent selected."""
     store = open_existing_bank(bank)
-    config = PipelineConfig(model=model, backend=backend, base_url=base_url, embedding_model=store.embedding_model)
+    embedding_model = store.embedding_model or PipelineConfig.embedding_model
+    config = PipelineConfig(model=model, backend=backend, base_url=base_url, embedding_model=embedding_model)
     config = apply_overrides(config, settings or [])
-    store.close()
-    system = MemorySystem.from_config(config, bank_path(bank))
+    try:
+        system = MemorySystem(store, Agents.load(config))  # the bank is opened once, models loaded once
+    except BaseException:
+        store.close()
+        raise
     if not system.speakers(conversation):
         raise BankError(f"the bank has no memories for {conversation}; known: {', '.join(system.store.owners()) or 'none'}")
     [answer] = system.answer([question], conversation)

@@ -24,7 +24,7 @@ from memory_r1.embeddings import Embedder
 from memory_r1.llm import load_generator
 from memory_r1.llm.base import GenerationConfig, Generator
 from memory_r1.parallel import ingest_concurrently
-from memory_r1.pipeline import MemorySystem, PipelineConfig, TurnRecord
+from memory_r1.pipeline import Agents, MemorySystem, PipelineConfig, TurnRecord, load_answerer
 from memory_r1.prompts import answer_full_context
 from memory_r1.records import Answer, Conversation, Provenance, QAItem, Turn, owner_id
 
@@ -64,9 +64,9 @@ def _fingerprint(settings: dict) -> str:
 class PipelineSystem:
     """`memory-r1` (distill=True) and `prompted` (distill=False)."""
 
-    def __init__(self, name: str, agents: MemorySystem):
+    def __init__(self, name: str, agents: Agents):
         self.name = name
-        self._agents = agents  # models loaded once; its own bank is unused, each conversation gets one
+        self._agents = agents  # models loaded once, shared by every conversation's bank
         self._banks: dict[str, MemorySystem] = {}
 
     @property
@@ -86,7 +86,7 @@ class PipelineSystem:
     def _bank(self, conversation: Conversation, banks_dir: Path) -> MemorySystem:
         path = banks_dir / f"{conversation.sample_id}-memories-{_fingerprint(self.bank_identity())}.db"
         banks_dir.mkdir(parents=True, exist_ok=True)
-        system = self._banks.get(conversation.sample_id) or self._agents.with_bank(path)
+        system = self._banks.get(conversation.sample_id) or MemorySystem(self._agents.open_store(path), self._agents)
         self._banks[conversation.sample_id] = system
         return system
 
@@ -224,10 +224,10 @@ def build_system(name: str, config: PipelineConfig, context_tokens: int | None =
     """The one mapping from a system name to its constructor; models are loaded here."""
     if name in ("memory-r1", "prompted"):
         answer = replace(config.answer, distill=name == "memory-r1")
-        return PipelineSystem(name, MemorySystem.from_config(replace(config, answer=answer)))
+        return PipelineSystem(name, Agents.load(replace(config, answer=answer)))
     if name == "rag":
-        agents = MemorySystem.from_config(replace(config, answer=replace(config.answer, distill=False)))
-        return TurnRetrievalSystem(agents.embedder, agents.answerer)
+        answerer = load_answerer(replace(config, answer=replace(config.answer, distill=False)))
+        return TurnRetrievalSystem(answerer.embedder, answerer)
     if name == "full-context":
         generator = load_generator(config.answer_model or config.model, backend=config.backend, base_url=config.base_url)
         return FullContextSystem(generator, config.answer, context_tokens)

@@ -1,0 +1,295 @@
+"""The REST app: Mem0-shaped routes over `Memory`, API-key tenancy, limits, JSON errors.
+
+Handlers are plain functions, so Starlette runs them in its worker thread pool; writes to one scope are
+serialised by a per-scope lock, and model calls (inference adds, answers) by one lock per loaded model set,
+because a local generator is not thread-safe. Every error a client can cause is a 4xx with a JSON body
+{"error": ..., "detail": ...}; a store that went away is a 503 and a model backend timeout a 504.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
+
+from memory_r1.bank import BankError, MemoryNotFoundError
+from memory_r1.memory import Memory, MemoryInputError
+from memory_r1.records import Scope, ScopeError
+from memory_r1.service.keys import KeyStore, Principal
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    max_body_bytes: int = 256 * 1024
+    """Our choice: 100 messages of a few KB each fit; anything larger is refused with 413."""
+    rate_per_minute: int = 600
+    """Per API key; our choice: 10 requests/s sustained, bursts up to the same number."""
+    auth: bool = True
+    """False only with the explicit loopback-only no-auth flag: every request is tenant "local"."""
+
+
+MemoryId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+
+
+class ScopeBody(BaseModel):
+    user_id: str | None = None
+    agent_id: str | None = None
+    run_id: str | None = None
+
+
+class AddBody(ScopeBody):
+    messages: str | list[dict[str, Any]]
+    metadata: dict[str, Any] | None = None
+    infer: bool = True
+    timestamp: str | None = None
+
+
+class SearchBody(ScopeBody):
+    query: str
+    limit: int = Field(30, ge=1, le=1000)
+    filters: dict[str, Any] | None = None
+    threshold: float | None = None
+
+
+class UpdateBody(BaseModel):
+    text: str
+
+
+class AnswerBody(ScopeBody):
+    question: str
+
+
+class KeyBody(BaseModel):
+    tenant: str = Field(min_length=1, max_length=128)
+    admin: bool = False
+
+
+class RateLimiter:
+    """Token bucket per key: `rate` tokens a minute, bucket size `rate`."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate, self._lock = rate, threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.rate), now))
+            tokens = min(float(self.rate), tokens + (now - last) * self.rate / 60.0)
+            if tokens < 1.0:
+                self._buckets[key] = (tokens, now)
+                return False
+            self._buckets[key] = (tokens - 1.0, now)
+            return True
+
+
+class ScopeLocks:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+
+    @contextmanager
+    def hold(self, tenant: str, scope: Scope) -> Iterator[None]:
+        with self._lock:
+            lock = self._locks.setdefault((tenant, scope.key), threading.Lock())
+        with lock:
+            yield
+
+
+def _scope(body: ScopeBody | None = None, **ids: str | None) -> Scope:
+    values = body.model_dump(include={"user_id", "agent_id", "run_id"}) if body else ids
+    return Scope(values.get("user_id"), values.get("agent_id"), values.get("run_id"))
+
+
+def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceConfig()) -> FastAPI:
+    """The app over one `Memory` (one store, one loaded model set); tenants are namespaces in it."""
+    app = FastAPI(title="memory-r1", version="1", description="Long-term memory with a trained Memory Manager.")
+    limiter, locks, model_lock = RateLimiter(config.rate_per_minute), ScopeLocks(), threading.Lock()
+
+    def principal(authorization: str | None = Header(None)) -> Principal:
+        if not config.auth:
+            return Principal("local", True)
+        if not authorization:
+            raise ApiError(401, "unauthorized", "missing Authorization header (use 'Token <api key>')")
+        scheme, _, key = authorization.partition(" ")
+        found = keys.lookup(key.strip()) if scheme.lower() in ("token", "bearer") else None
+        if found is None:
+            raise ApiError(401, "unauthorized", "unknown API key")
+        if not limiter.allow(key.strip()):
+            raise ApiError(429, "rate_limited", f"more than {config.rate_per_minute} requests a minute for this key")
+        return found
+
+    def tenant_memory(who: Principal = Depends(principal)) -> tuple[Principal, Memory]:
+        return who, memory.in_namespace(who.tenant)
+
+    Ctx = tuple[Principal, Memory]
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
+            return _error(413, "payload_too_large", f"body over {config.max_body_bytes} bytes")
+        if request.method in ("POST", "PUT") and len(await request.body()) > config.max_body_bytes:
+            return _error(413, "payload_too_large", f"body over {config.max_body_bytes} bytes")
+        return await call_next(request)
+
+    _handlers(app)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/memories/")
+    def add(body: AddBody, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
+        scope = _scope(body)
+        with locks.hold(ctx[0].tenant, scope), (model_lock if body.infer else _nothing()):
+            result = ctx[1].add(body.messages, **scope.to_json(), metadata=body.metadata, infer=body.infer,
+                                timestamp=body.timestamp)
+        return result.to_json()
+
+    @app.get("/v1/memories/")
+    def list_memories(user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
+                      page: int = 1, page_size: int = 100, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
+        items = ctx[1].get_all(_scope(user_id=user_id, agent_id=agent_id, run_id=run_id), page=page,
+                               page_size=page_size)
+        return {"results": [i.to_json() for i in items], "page": page, "page_size": page_size}
+
+    @app.post("/v1/memories/search/")
+    def search(body: SearchBody, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
+        items = ctx[1].search(body.query, **_scope(body).to_json(), limit=body.limit, filters=body.filters,
+                              threshold=body.threshold)
+        return {"results": [i.to_json() for i in items]}
+
+    @app.get("/v1/memories/{memory_id}/")
+    def get(memory_id: MemoryId, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
+        return ctx[1].get(memory_id).to_json()
+
+    @app.put("/v1/memories/{memory_id}/")
+    def update(memory_id: MemoryId, body: UpdateBody, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
+        scope = ctx[1].get(memory_id).scope
+        with locks.hold(ctx[0].tenant, scope):
+            return ctx[1].update(memory_id, body.text).to_json()
+
+    @app.delete("/v1/memories/{memory_id}/")
+    def delete(memory_id: MemoryId, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
+        scope = ctx[1].get(memory_id).scope
+        with locks.hold(ctx[0].tenant, scope):
+            return ctx[1].delete(memory_id).to_json()
+
+    @app.delete("/v1/memories/")
+    def delete_all(user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
+                   ctx: Ctx = Depends(tenant_memory)) -> dict[str, int]:
+        scope = _scope(user_id=user_id, agent_id=agent_id, run_id=run_id)
+        with locks.hold(ctx[0].tenant, scope):
+            return {"deleted": ctx[1].delete_all(scope)}
+
+    @app.post("/v1/memories/{memory_id}/purge/")
+    def purge_one(memory_id: MemoryId, ctx: Ctx = Depends(tenant_memory)) -> dict[str, int]:
+        return {"purged": ctx[1].purge(memory_id)}
+
+    @app.post("/v1/purge/")
+    def purge_scope(body: ScopeBody, ctx: Ctx = Depends(tenant_memory)) -> dict[str, int]:
+        scope = _scope(body)
+        with locks.hold(ctx[0].tenant, scope):
+            return {"purged": ctx[1].purge(scope)}
+
+    @app.get("/v1/memories/{memory_id}/history/")
+    def history(memory_id: MemoryId, ctx: Ctx = Depends(tenant_memory)) -> list[dict[str, Any]]:
+        return [_history_json(h) for h in ctx[1].history(memory_id)]
+
+    @app.post("/v1/history/{history_id}/undo/")
+    def undo(history_id: MemoryId, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
+        return _history_json(ctx[1].undo(history_id))
+
+    @app.post("/v1/answer/")
+    def answer(body: AnswerBody, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
+        with model_lock:
+            result = ctx[1].answer(body.question, _scope(body))
+        return {"answer": result.answer, "memory_ids": list(result.selected_memory_ids),
+                "parse_error": result.parse_error}
+
+    @app.get("/v1/export/")
+    def export(user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
+               ctx: Ctx = Depends(tenant_memory)) -> PlainTextResponse:
+        text = ctx[1].export(_scope(user_id=user_id, agent_id=agent_id, run_id=run_id))
+        return PlainTextResponse(text, media_type="application/x-ndjson")
+
+    @app.post("/v1/import/")
+    async def import_(request: Request, ctx: Ctx = Depends(tenant_memory)) -> dict[str, int]:
+        text = (await request.body()).decode("utf-8", errors="strict")
+        return {"imported": ctx[1].import_(text)}
+
+    @app.post("/v1/keys/")
+    def create_key(body: KeyBody, who: Principal = Depends(principal)) -> dict[str, str]:
+        if not who.admin:
+            raise ApiError(403, "forbidden", "only an admin key can create keys")
+        return {"key": keys.create(body.tenant, admin=body.admin), "tenant": body.tenant}
+
+    return app
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _history_json(h: Any) -> dict[str, Any]:
+    return {"id": h.id, "memory_id": h.memory_id, "event": h.event, "old_memory": h.before_text,
+            "new_memory": h.after_text, "actor": h.provenance.agent, "reason": h.reason,
+            "created_at": h.at.isoformat(), "undone": h.undone}
+
+
+def _error(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+def _handlers(app: FastAPI) -> None:
+    """Map every error a request can cause to a 4xx (or 503/504) JSON body."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.error, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(MemoryNotFoundError)
+    async def not_found(_: Request, exc: MemoryNotFoundError) -> JSONResponse:
+        return _error(404, "not_found", str(exc))
+
+    @app.exception_handler(ScopeError)
+    async def bad_input(_: Request, exc: ScopeError) -> JSONResponse:
+        return _error(400, "invalid_request", str(exc))
+
+    @app.exception_handler(UnicodeDecodeError)
+    async def bad_text(_: Request, exc: UnicodeDecodeError) -> JSONResponse:
+        return _error(400, "invalid_request", "body is not UTF-8")
+
+    @app.exception_handler(BankError)
+    async def bank(_: Request, exc: BankError) -> JSONResponse:
+        unavailable = "unavailable" in str(exc)
+        return _error(503 if unavailable else 409, "store_unavailable" if unavailable else "conflict", str(exc))
+
+    @app.exception_handler(TimeoutError)
+    async def timeout(_: Request, exc: TimeoutError) -> JSONResponse:
+        return _error(504, "backend_timeout", f"the model backend timed out: {exc}")
+
+
+__all__ = ["ApiError", "MemoryInputError", "ServiceConfig", "create_app"]
