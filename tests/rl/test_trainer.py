@@ -11,6 +11,8 @@ from memory_r1.data import get_conversation, load_locomo, select_sessions
 from memory_r1.llm import TransformersGenerator
 from memory_r1.llm.base import GenerationConfig
 from memory_r1.rl.datasets import build_answer_dataset, build_manager_dataset
+from memory_r1.rl.ppo import PPOConfig
+from memory_r1.rl.rollout import RolloutConfig
 from memory_r1.rl.trainer import Trainer, TrainConfig
 
 
@@ -32,11 +34,11 @@ def built(datasets, scripted, make_system):
 
 
 def config(built, tmp_path, agent="answer", algo="grpo", **kw):
-    settings = dict(steps=2, prompts_per_step=2, max_new_tokens=6, lr=1e-3, checkpoint_every=1,
-                    embedding_model="hashing") | kw
-    c = TrainConfig(agent=agent, algo=algo, dataset=built / agent, out=tmp_path / "run", model="tiny-random", **settings)
-    c.grpo.group_size, c.ppo.mini_batch_size = 2, 4
-    return c
+    settings = dict(steps=2, prompts_per_step=2, lr=1e-3, checkpoint_every=1, embedding_model="hashing",
+                    rollout=RolloutConfig(samples_per_prompt=2, max_new_tokens=6),
+                    ppo=PPOConfig(mini_batch_size=4)) | kw
+    return TrainConfig(agent=agent, algo=algo, dataset=built / agent, out=tmp_path / "run", model="tiny-random",
+                       **settings)
 
 
 @pytest.mark.parametrize("algo", ["grpo", "ppo", "sft"])
@@ -61,8 +63,7 @@ def test_training_changes_the_weights_and_resume_continues(built, tmp_path):
     state = __import__("torch").load(tmp_path / "run" / "checkpoint" / "policy.pt")
     assert any(not (state[n] == before[n]).all() for n in state if n in before)
 
-    resumed = Trainer(config(built, tmp_path, val_dataset=built / "answer", val_every=1))
-    resumed.config.steps = 3
+    resumed = Trainer(config(built, tmp_path, val_dataset=built / "answer", val_every=1, steps=3))
     assert resumed.resume() and resumed.step == 2
     resumed.train()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -94,7 +95,6 @@ def test_mixed_precision_path_runs_and_is_off_by_default_on_cpu(built, tmp_path,
 
 def test_manager_grpo_step_applies_decisions_to_forks(built, tmp_path, locomo_path):
     trainer = Trainer(config(built, tmp_path, agent="manager", data=locomo_path, steps=1))
-    trainer.config.max_new_tokens = trainer.max_new_tokens = 6
     trainer.train()
     [row] = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     # six random tokens are never valid JSON: every rollout gets the unparsable penalty
