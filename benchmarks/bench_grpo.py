@@ -111,9 +111,9 @@ class Timer:
     seconds: float = 0.0
     calls: int = 0
 
-    def wrap(self, fn, **extra):  # noqa: ANN001, ANN202
+    def wrap(self, fn, **extra):
         @functools.wraps(fn)
-        def timed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def timed(*args, **kwargs):
             t0 = time.perf_counter()
             try:
                 return fn(*args, **{**kwargs, **extra})
@@ -128,7 +128,7 @@ class Timer:
         return s
 
 
-def load(path: str):  # noqa: ANN201
+def load(path: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -193,7 +193,7 @@ class RefWithoutAdapter(torch.nn.Module):
 # ----------------------------------------------------------------------------- TRL
 
 
-def import_trl():  # noqa: ANN201
+def import_trl():
     try:
         import trl
         from trl import GRPOConfig as TRLConfig
@@ -223,15 +223,15 @@ def run_trl(path: str, args: argparse.Namespace, seed: int) -> list[Step]:
             self.lengths: list[float] = []
             self.t0 = 0.0
 
-        def on_step_begin(self, *a, **k) -> None:  # noqa: ANN002, ANN003
+        def on_step_begin(self, *a, **k) -> None:
             self.t0 = time.perf_counter()
 
-        def on_step_end(self, *a, **k) -> None:  # noqa: ANN002, ANN003
+        def on_step_end(self, *a, **k) -> None:
             step_s = time.perf_counter() - self.t0
             rollout_s = rollout_timer.take()
             self.steps.append(Step(step_s, rollout_s, step_s - rollout_s, gen_timer.take(), 0.0, 0.0))
 
-        def on_log(self, _args, _state, _control, logs=None, **k) -> None:  # noqa: ANN001, ANN003
+        def on_log(self, _args, _state, _control, logs=None, **k) -> None:
             if logs and "completions/mean_length" in logs:
                 self.lengths.append(float(logs["completions/mean_length"]))
 

@@ -20,7 +20,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from memory_r1.rl.core import clipped_surrogate
-from memory_r1.rl.grpo import GRPOConfig, group_advantages, grpo_loss, grpo_step
+from memory_r1.rl.grpo import GRPOConfig, group_advantages, grpo_step
 from memory_r1.rl.passes import pass_logprobs
 from memory_r1.rl.rollout import RolloutConfig, sample_rollouts
 from memory_r1.rl.sft import SFTConfig, sft_loss, sft_step
@@ -29,7 +29,7 @@ QUESTIONS = ("Hi", "When did Caroline go to the support group?", "What did Melan
 
 
 @pytest.fixture(scope="module")
-def parts(tiny_model_dir: Path):  # noqa: ANN201
+def parts(tiny_model_dir: Path):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
@@ -37,7 +37,7 @@ def parts(tiny_model_dir: Path):  # noqa: ANN201
     return model, tokenizer, prompts
 
 
-def test_constant_rewards_within_groups_leave_the_policy_unchanged(parts) -> None:  # noqa: ANN001
+def test_constant_rewards_within_groups_leave_the_policy_unchanged(parts) -> None:
     model, tokenizer, prompts = parts
     batch = sample_rollouts(model, tokenizer, prompts, RolloutConfig(samples_per_prompt=4, max_new_tokens=5), seed=0)
     batch.rewards = torch.tensor([1.0] * 4 + [0.0] * 4 + [0.5] * 4)  # each group constant, groups differ
@@ -83,7 +83,7 @@ def test_clip_higher_and_dual_clip() -> None:
     assert loss.item() == pytest.approx(3.0) and far.grad is not None and far.grad.abs().sum() == 0
 
 
-def test_stale_log_probs_clip_inside_grpo_step(parts) -> None:  # noqa: ANN001
+def test_stale_log_probs_clip_inside_grpo_step(parts) -> None:
     """Two epochs with a big step: the second epoch's ratio leaves the trust region and the clip acts."""
     model, tokenizer, prompts = parts
     batch = sample_rollouts(model, tokenizer, prompts, RolloutConfig(samples_per_prompt=4, max_new_tokens=5), seed=1)
@@ -94,7 +94,7 @@ def test_stale_log_probs_clip_inside_grpo_step(parts) -> None:  # noqa: ANN001
     assert stats["clip_fraction"] > 0.05 and stats["ratio_mean"] != pytest.approx(1.0, abs=1e-4)
 
 
-def test_kl_term_pulls_the_policy_back_to_its_reference(parts) -> None:  # noqa: ANN001
+def test_kl_term_pulls_the_policy_back_to_its_reference(parts) -> None:
     model, tokenizer, prompts = parts
     ref = copy.deepcopy(model)
     policy = copy.deepcopy(model)
@@ -112,7 +112,7 @@ def test_kl_term_pulls_the_policy_back_to_its_reference(parts) -> None:  # noqa:
     assert kls[0] > 0.01 and kls[-1] < 0.5 * kls[0] and kls == sorted(kls, reverse=True), kls  # a flipped KL sign pushes it up instead
 
 
-def test_a_lora_policy_learns_the_token_reward(parts) -> None:  # noqa: ANN001
+def test_a_lora_policy_learns_the_token_reward(parts) -> None:
     from peft import LoraConfig, get_peft_model
 
     model, tokenizer, prompts = parts
@@ -136,7 +136,7 @@ def test_a_lora_policy_learns_the_token_reward(parts) -> None:  # noqa: ANN001
     assert not torch.allclose(base_lp, pass_logprobs(policy, batch, None, shared_prefix=True), atol=1e-3)
 
 
-def test_sft_loss_on_its_targets_falls(parts) -> None:  # noqa: ANN001
+def test_sft_loss_on_its_targets_falls(parts) -> None:
     model, tokenizer, prompts = parts
     policy = copy.deepcopy(model)
     targets = ["**Answer:** 7 May 2023", "**Answer:** a sunset", "**Answer:** pottery"]

@@ -6,11 +6,12 @@ import ast
 import dataclasses
 import functools
 import inspect
+import itertools
 import textwrap
 import types
 import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import TextColumn
@@ -51,7 +52,7 @@ def field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}
-    for node, after in zip(body, body[1:], strict=False):
+    for node, after in itertools.pairwise(body):
         if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
                 and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
             docs[node.target.id] = " ".join(after.value.value.split())
@@ -109,14 +110,14 @@ def build_config(agent: str, values: dict[str, object], preset: str | None, full
     from memory_r1.rl.trainer import PRESETS, TrainConfig
 
     specs = {dotted: (param, choices) for dotted, param, _, choices in config_options()}
-    for dotted, (param, choices) in specs.items():
+    for param, choices in specs.values():
         value = values.get(param)
         if choices and value is not None and value not in choices:
             flag = "--" + param.replace("_", "-")
             raise ValueError(f"{flag}: expected {'|'.join(choices)}; got {value}")
     if agent not in ("answer", "manager"):
         raise ValueError(f"expected agent answer|manager, --algo grpo|ppo|sft; got {agent}, {values.get('algo')}")
-    top = {d: values[p] for d, (p, _) in specs.items() if "." not in d and values.get(p) is not None}
+    top: dict[str, Any] = {d: values[p] for d, (p, _) in specs.items() if "." not in d and values.get(p) is not None}
     top.setdefault("algo", "grpo")
     config = TrainConfig(agent=agent, lora=not full, **top)  # type: ignore[arg-type]
     if preset:

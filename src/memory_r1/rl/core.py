@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
-
 
 KLKind = Literal["k1", "k2", "k3"]
 LossAgg = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"]
@@ -54,7 +53,7 @@ class RolloutBatch:
     def select(self, index: torch.Tensor | Sequence[int]) -> RolloutBatch:
         """The rows `index` (a minibatch or micro-batch), same columns."""
         idx = torch.as_tensor(index, dtype=torch.long)
-        picked = {}
+        picked: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, torch.Tensor):
@@ -66,7 +65,7 @@ class RolloutBatch:
         return RolloutBatch(**picked)
 
     def to(self, device: torch.device | str) -> RolloutBatch:
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        moved: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         for name, value in moved.items():
             if isinstance(value, torch.Tensor):
                 moved[name] = value.to(device)

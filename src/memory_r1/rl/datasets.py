@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from memory_r1.bank import MemoryStore, SQLiteStore
-from memory_r1.llm.base import Message
 from memory_r1.data import questions_by_turn
+from memory_r1.llm.base import Message
 from memory_r1.pipeline import MemorySystem
 from memory_r1.records import Category, Conversation, Provenance, QAItem, Turn, owner_id
 
@@ -163,7 +163,7 @@ def window_filter(store: MemoryStore, conversation: Conversation, position: int,
     return hidden
 
 
-def load_examples(path: Path, kind: type[AnswerExample] | type[ManagerExample]) -> list[Any]:
+def load_examples(path: Path, kind: type[AnswerExample | ManagerExample]) -> list[Any]:
     """Typed rows of a dataset file; the header row (format, settings) is checked and dropped."""
     lines = Path(path).read_text().splitlines()
     if not lines:

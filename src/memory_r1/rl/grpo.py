@@ -167,7 +167,7 @@ def grpo_step(
                 rows = list(mini_rows)
                 mini_mask = batch.response_mask[rows]
 
-                def loss_fn(view: ResponseView) -> torch.Tensor:
+                def loss_fn(view: ResponseView, mini_mask: torch.Tensor = mini_mask) -> torch.Tensor:
                     # Old log-probs skipped (on-policy): the parameters have not moved since sampling, so they
                     # are these very numbers; detached, the ratio is exactly 1 and the gradient is A grad log p.
                     old = view.take(batch.old_logprobs, P) if batch.old_logprobs is not None else None

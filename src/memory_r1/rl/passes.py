@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Self
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -106,7 +107,7 @@ class PromptState:
     def backward(self) -> None:
         """Push the gradients the micro-batches left on the leaves through the prompt's forward, once."""
         pairs = [(root, leaf.grad) for root, leaf in zip(self.roots, self.leaves(), strict=True)
-                 if leaf.grad is not None]
+                 if leaf.grad is not None and root.requires_grad]  # e.g. keys without an adapter
         if pairs:
             torch.autograd.backward([p[0] for p in pairs], [p[1] for p in pairs])
 
@@ -243,7 +244,7 @@ class PassTimer:
         self.tokens = float(batch.attention_mask.sum()) * passes
         self.start = 0.0
 
-    def __enter__(self) -> PassTimer:
+    def __enter__(self) -> Self:
         self.start = time.perf_counter()
         return self
 

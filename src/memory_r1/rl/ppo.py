@@ -276,7 +276,7 @@ def ppo_update(
             policy_opt.zero_grad(set_to_none=True)
             critic_opt.zero_grad(set_to_none=True)
 
-            def actor_loss(view: ResponseView) -> torch.Tensor:
+            def actor_loss(view: ResponseView, mini_mask: torch.Tensor = mini_mask) -> torch.Tensor:
                 old = view.take(batch.old_logprobs, P) if batch.old_logprobs is not None else None
                 loss, stats = ppo_policy_loss(view.logprobs, view.logprobs.detach() if old is None else old,
                                               view.take(advantages, P), view.response_mask, config)

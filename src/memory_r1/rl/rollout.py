@@ -98,9 +98,11 @@ def sample_rollouts(
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         if seed is not None:
             torch.manual_seed(seed)
-        settings = dict(do_sample=True, temperature=config.temperature, top_k=0, top_p=1.0,
-                        repetition_penalty=1.0, num_beams=1, max_new_tokens=config.max_new_tokens,
-                        eos_token_id=eos, pad_token_id=pad_id)  # top_k=0: the model's own config must not leak
+        settings: dict[str, object] = {  # top_k=0: the model's own generation_config must not leak in
+            "do_sample": True, "temperature": config.temperature, "top_k": 0, "top_p": 1.0,
+            "repetition_penalty": 1.0, "num_beams": 1, "max_new_tokens": config.max_new_tokens,
+            "eos_token_id": eos, "pad_token_id": pad_id,
+        }
         if config.shared_prefix:
             for ids in encoded:
                 responses += _sample_group(model, ids, G, config.generation_batch_size or G, settings)
@@ -140,7 +142,7 @@ def _sample_group(
             kwargs: dict[str, object] = dict(settings)
             if state is not None:
                 kwargs["cache"] = expanded_cache(state.keys_values, b)
-            generated = model.generate(
+            generated = model.generate(  # type: ignore[operator]
                 input_ids=prompt[None].expand(b, -1),
                 attention_mask=torch.ones(b, len(ids), dtype=torch.long, device=model.device),
                 **kwargs,
@@ -157,7 +159,7 @@ def _sample_padded(
     ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in chunk], device=model.device)
     attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=model.device)
     with torch.no_grad(), neutral_generation_config(model):
-        generated = model.generate(input_ids=ids, attention_mask=attn, **settings)
+        generated = model.generate(input_ids=ids, attention_mask=attn, **settings)  # type: ignore[operator]
     rows: list[list[int]] = generated[:, width:].tolist()
     return rows
 

@@ -172,7 +172,7 @@ class Trainer:
         if dtype is None:  # auto
             dtype = torch.bfloat16 if (bf16_ok and config.lora) else torch.float32
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.policy = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device)
+        self.policy = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device)  # type: ignore[arg-type]
         if config.gradient_checkpointing:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.policy.config.use_cache = True  # generation still caches; checkpointing acts in training
@@ -235,7 +235,7 @@ class Trainer:
             self.scheduler.step()
             self.step += 1
             stats["step"] = self.step
-            stats["lr"] = self.scheduler.get_last_lr()[0]
+            stats["lr"] = float(self.scheduler.get_last_lr()[0])
             if self.val_env is not None and c.val_every and self.step % c.val_every == 0:
                 with self._precision():
                     stats.update(self.validate())
@@ -491,7 +491,7 @@ def _critic(path: str, dtype: torch.dtype, device: torch.device, config: TrainCo
 
         body = get_peft_model(body, LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha or 2 * config.lora_rank,
                                                lora_dropout=0.0, target_modules="all-linear"))
-    return Critic(body.to(device))
+    return Critic(body.to(device))  # type: ignore[arg-type]
 
 
 def _rerender(dataset: Path, examples: list[AnswerExample], agent: AnswerAgent) -> dict[str, tuple[list[Message], int]]:
