@@ -43,8 +43,9 @@ from dataclasses import dataclass, field
 import torch
 
 from memory_r1.llm.registry import resolve_model
-from memory_r1.rl.core import sample_rollouts
+from memory_r1.prompts import answer as answer_prompt
 from memory_r1.rl.grpo import GRPOConfig, grpo_step
+from memory_r1.rl.rollout import RolloutConfig, sample_rollouts
 
 PROMPTS = [
     "When did Caroline go to the LGBTQ support group?",
@@ -58,10 +59,28 @@ PROMPTS = [
 ]
 
 
-def messages_for(n: int) -> list[list[dict[str, str]]]:
+def messages_for(n: int, case: str = "short") -> list[list[dict[str, str]]]:
     if n > len(PROMPTS):
         raise SystemExit(f"--prompts is at most {len(PROMPTS)}")
+    if case == "answer":
+        return [answer_messages(q, i) for i, q in enumerate(PROMPTS[:n])]
     return [[{"role": "user", "content": p}] for p in PROMPTS[:n]]
+
+
+def answer_messages(question: str, seed: int, per_speaker: int = 18) -> list[dict[str, str]]:
+    """The Answer Agent's own prompt with 18 + 18 invented memories: 1,348 tokens with SmolLM2's tokenizer,
+    the length of the committed runs' prompts (30 + 30 of these invented lines make ~2k),
+    the shape of `memory-r1 data build-answer` rows, without quoting LoCoMo."""
+    things = ["the garden", "a pottery class", "the camping trip", "a new job", "the dog", "a concert",
+              "the marathon", "a painting", "the school play", "a book club"]
+    blocks = []
+    for s, speaker in enumerate(("Avery", "Jordan")):
+        lines = [answer_prompt.format_memory(s * per_speaker + k + 1, f"{1 + (k + seed) % 28} May 2023",
+                                             f"{speaker} talked about {things[(k * 3 + s + seed) % 10]} "
+                                             f"with a friend, item {k}.")
+                 for k in range(per_speaker)]
+        blocks.append((speaker, lines))
+    return [dict(m) for m in answer_prompt.render(question, blocks)]
 
 
 def reward_of(text: str) -> float:
@@ -92,9 +111,9 @@ class Timer:
     seconds: float = 0.0
     calls: int = 0
 
-    def wrap(self, fn, **extra):  # noqa: ANN001, ANN202
+    def wrap(self, fn, **extra):
         @functools.wraps(fn)
-        def timed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def timed(*args, **kwargs):
             t0 = time.perf_counter()
             try:
                 return fn(*args, **{**kwargs, **extra})
@@ -109,7 +128,7 @@ class Timer:
         return s
 
 
-def load(path: str):  # noqa: ANN201
+def load(path: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -122,8 +141,13 @@ def load(path: str):  # noqa: ANN201
 # ----------------------------------------------------------------------------- ours
 
 
-def run_ours(path: str, args: argparse.Namespace, seed: int) -> list[Step]:
+def run_ours(path: str, args: argparse.Namespace, seed: int, shared: bool = True) -> list[Step]:
     model, tokenizer = load(path)
+    if args.case == "answer":  # as `memory-r1 train` does: LoRA, the reference is the adapter switched off
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
+                                                 task_type="CAUSAL_LM"))
     model.eval()  # as our trainer does: no dropout, sampling- and update-time log-probs agree
     torch.manual_seed(seed)
     gen_timer = Timer()
@@ -131,35 +155,45 @@ def run_ours(path: str, args: argparse.Namespace, seed: int) -> list[Step]:
     extra = {"min_new_tokens": args.max_new_tokens} if args.force_length else {}
     model.generate = gen_timer.wrap(model.generate, **extra)
     render = functools.partial(tokenizer.apply_chat_template, add_generation_prompt=True, tokenize=False)
-    texts = [render(m) for m in messages_for(args.prompts)]
+    texts = [render(m) for m in messages_for(args.prompts, args.case)]
     B = args.prompts * args.group_size
-    config = GRPOConfig(
-        group_size=args.group_size, temperature=1.0, max_new_tokens=args.max_new_tokens, lr=1e-6, beta=0.0,
-        loss_agg="token-mean", epochs=1, mini_batch_size=None, micro_batch_size=args.micro_batch_size or B,
-        max_grad_norm=1.0,
-    )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    rollout = RolloutConfig(samples_per_prompt=args.group_size, temperature=1.0, max_new_tokens=args.max_new_tokens,
+                            shared_prefix=shared)
+    config = GRPOConfig(beta=args.beta, loss_agg="token-mean", epochs=1, mini_batch_size=None,
+                        micro_batch_size=args.micro_batch_size or B, max_grad_norm=1.0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    ref = RefWithoutAdapter(model) if args.beta > 0 else None
     steps = []
     for i in range(args.steps):
         t0 = time.perf_counter()
-        batch = sample_rollouts(
-            model, tokenizer, texts, samples_per_prompt=config.group_size, max_new_tokens=config.max_new_tokens,
-            temperature=config.temperature, seed=seed * 1000 + i, generation_batch_size=None,
-            old_logprobs=args.old_logprob_pass,  # skipped by default: this update is on-policy, as TRL's
-        )
+        batch = sample_rollouts(model, tokenizer, texts, rollout, seed=seed * 1000 + i,
+                                old_logprobs=args.old_logprob_pass, micro_batch_size=config.micro_batch_size)
         t1 = time.perf_counter()
         batch.rewards = torch.tensor([reward_of(t) for t in batch.texts])
-        grpo_step(model, optimizer, batch, config)
+        grpo_step(model, optimizer, batch, config, ref_model=ref, shared_prefix=shared)  # type: ignore[arg-type]
         t2 = time.perf_counter()
         lengths = batch.response_mask.sum(-1)
         steps.append(Step(t2 - t0, t1 - t0, t2 - t1, gen_timer.take(), float(lengths.sum()), float(lengths.mean())))
     return steps
 
 
+class RefWithoutAdapter(torch.nn.Module):
+    """The LoRA policy with its adapter switched off: the trainer's reference model, at no extra memory."""
+
+    def __init__(self, policy: torch.nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, *args: object, **kwargs: object) -> object:
+        with self.policy.disable_adapter():  # type: ignore[operator]
+            return self.policy(*args, **kwargs)
+
+
 # ----------------------------------------------------------------------------- TRL
 
 
-def import_trl():  # noqa: ANN201
+def import_trl():
     try:
         import trl
         from trl import GRPOConfig as TRLConfig
@@ -189,15 +223,15 @@ def run_trl(path: str, args: argparse.Namespace, seed: int) -> list[Step]:
             self.lengths: list[float] = []
             self.t0 = 0.0
 
-        def on_step_begin(self, *a, **k) -> None:  # noqa: ANN002, ANN003
+        def on_step_begin(self, *a, **k) -> None:
             self.t0 = time.perf_counter()
 
-        def on_step_end(self, *a, **k) -> None:  # noqa: ANN002, ANN003
+        def on_step_end(self, *a, **k) -> None:
             step_s = time.perf_counter() - self.t0
             rollout_s = rollout_timer.take()
             self.steps.append(Step(step_s, rollout_s, step_s - rollout_s, gen_timer.take(), 0.0, 0.0))
 
-        def on_log(self, _args, _state, _control, logs=None, **k) -> None:  # noqa: ANN001, ANN003
+        def on_log(self, _args, _state, _control, logs=None, **k) -> None:
             if logs and "completions/mean_length" in logs:
                 self.lengths.append(float(logs["completions/mean_length"]))
 
@@ -215,15 +249,21 @@ def run_trl(path: str, args: argparse.Namespace, seed: int) -> list[Step]:
             num_generations=args.group_size, max_completion_length=args.max_new_tokens,
             temperature=1.0, top_k=0, top_p=1.0, min_p=None, repetition_penalty=1.0,
             generation_kwargs={"min_new_tokens": args.max_new_tokens} if args.force_length else None,
-            beta=0.0, num_iterations=1, epsilon=0.2, loss_type="dapo", scale_rewards="group",
-            learning_rate=1e-6, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, optim="adamw_torch",
+            beta=args.beta, num_iterations=1, epsilon=0.2, loss_type="dapo", scale_rewards="group",
+            learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, optim="adamw_torch",
             max_grad_norm=1.0,
         )
         assert config.generation_batch_size == B, (config.generation_batch_size, B)
-        dataset = Dataset.from_dict({"prompt": messages_for(args.prompts)})
+        dataset = Dataset.from_dict({"prompt": messages_for(args.prompts, args.case)})
+        peft_config = None
+        if args.case == "answer":  # the same LoRA; TRL's reference is then the adapter switched off too
+            from peft import LoraConfig
+
+            peft_config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
+                                     task_type="CAUSAL_LM")
         trainer = GRPOTrainer(
             model=model, reward_funcs=trl_reward, args=config, train_dataset=dataset, processing_class=tokenizer,
-            callbacks=[clock],
+            callbacks=[clock], peft_config=peft_config,
         )
         trainer.remove_callback(PrinterCallback)  # our own table replaces its per-step log dicts
         flag = "is_activation_checkpointing" if hasattr(trainer.model, "is_activation_checkpointing") else (
@@ -243,10 +283,16 @@ def run_trl(path: str, args: argparse.Namespace, seed: int) -> list[Step]:
 # ----------------------------------------------------------------------------- report
 
 
-def check_same_prompts(path: str, n: int) -> None:
+def prompt_tokens(path: str, args: argparse.Namespace) -> list[list[int]]:
+    _, tokenizer = load(path)
+    return [tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+            for m in messages_for(args.prompts, args.case)]
+
+
+def check_same_prompts(path: str, n: int, case: str) -> None:
     """Ours renders to text then tokenizes without special tokens; TRL tokenizes through the chat template."""
     _, tokenizer = load(path)
-    for m in messages_for(n):
+    for m in messages_for(n, case):
         ours = tokenizer(tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False),
                          add_special_tokens=False)["input_ids"]
         theirs = tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)
@@ -281,15 +327,31 @@ def main() -> None:
     parser.add_argument("--old-logprob-pass", action="store_true",
                         help="ours: keep the separate no-grad log-prob pass in sample_rollouts (the old default; "
                         "redundant for an on-policy update, which TRL skips too)")
-    parser.add_argument("--impl", choices=["both", "ours", "trl"], default="both")
+    parser.add_argument("--impl", default="plain,ours,trl",
+                        help="comma list of: plain (ours, today's plain path), ours (shared prompt), trl")
+    parser.add_argument("--case", choices=["short", "answer"], default="short",
+                        help="short: one-line prompts, full fine-tuning, beta 0. answer: the Answer Agent's "
+                        "~1.3k-token prompt, LoRA r=8 with the adapter-off reference, beta 0.001, micro-batch 2 "
+                        "(the cpu-small preset's shape)")
+    parser.add_argument("--beta", type=float, default=None, help="KL coefficient (default: 0 short, 0.001 answer)")
+    parser.add_argument("--lr", type=float, default=None, help="default: 1e-6 short, 1e-4 answer (LoRA)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.steps < 2:
         parser.error("--steps must be at least 2 (the first step of each run is dropped)")
     B = args.prompts * args.group_size
+    answer = args.case == "answer"
+    args.beta = (0.001 if answer else 0.0) if args.beta is None else args.beta
+    args.lr = (1e-4 if answer else 1e-6) if args.lr is None else args.lr
+    if answer and args.micro_batch_size is None:
+        args.micro_batch_size = 2
     if args.micro_batch_size and B % args.micro_batch_size:
         parser.error(f"--micro-batch-size must divide prompts x group-size = {B}")
-    trl_version = import_trl()[0].__version__ if args.impl != "ours" else "not used"
+    names = {"plain": "plain", "ours": "ours", "trl": "TRL"}
+    order = [names[x.strip()] for x in args.impl.split(",") if x.strip() in names]
+    if not order:
+        parser.error("--impl: name at least one of plain, ours, trl")
+    trl_version = import_trl()[0].__version__ if "TRL" in order else "not used"
 
     import transformers
 
@@ -300,7 +362,7 @@ def main() -> None:
     if threads:
         torch.set_num_threads(int(threads))
     path = resolve_model(args.model)
-    check_same_prompts(path, args.prompts)
+    check_same_prompts(path, args.prompts, args.case)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
         f"load avg {' '.join(f'{x:.2f}' for x in os.getloadavg())}; python {platform.python_version()}, "
@@ -313,8 +375,9 @@ def main() -> None:
         f"{'on' if args.old_logprob_pass else 'off'}; {args.steps} steps x {args.repeats} runs each, first step dropped"
     )
 
-    runners = {"ours": run_ours, "TRL": run_trl}
-    order = {"both": ["ours", "TRL"], "ours": ["ours"], "trl": ["TRL"]}[args.impl]
+    runners = {"ours": run_ours, "plain": functools.partial(run_ours, shared=False), "TRL": run_trl}
+    print(f"case {args.case}: beta {args.beta}, lr {args.lr}; prompt tokens "
+          f"{[len(t) for t in prompt_tokens(path, args)]}", flush=True)
     results = {name: Summary(name) for name in order}
     for r in range(args.repeats):
         for name in order:
@@ -341,7 +404,15 @@ def main() -> None:
             f"{s.med('update_s'):8.3f} {s.med_rate('rollout_s'):13.1f} {s.med_rate('generate_s'):9.1f} "
             f"{s.med_rate('step_s'):10.1f} {statistics.mean(x.mean_len for x in s.steps):8.1f} {len(s.steps):3d}"
         )
-    if len(results) == 2:
+    if "ours" in results and "plain" in results:
+        new, old = results["ours"], results["plain"]
+        print(
+            "new/old = ours (shared prompt) / plain (today's path), median time ratio: "
+            f"step {new.med('step_s') / old.med('step_s'):.3f} ({old.med('step_s') / new.med('step_s'):.2f}x cheaper), "
+            f"rollout {new.med('rollout_s') / old.med('rollout_s'):.3f}, "
+            f"update {new.med('update_s') / old.med('update_s'):.3f}"
+        )
+    if "ours" in results and "TRL" in results:
         ours, theirs = results["ours"], results["TRL"]
         print(
             "ours/TRL (median time ratio, < 1 means ours is faster): "

@@ -18,7 +18,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from memory_r1.rl.core import RolloutBatch, sample_rollouts
+from memory_r1.rl.core import RolloutBatch
+from memory_r1.rl.rollout import RolloutConfig, sample_rollouts
 from memory_r1.rl.grpo import GRPOConfig, grpo_step
 from memory_r1.rl.ppo import Critic, PPOConfig, ppo_update
 
@@ -44,8 +45,8 @@ def setup(path: Path):
                                       tokenize=False)
         for q in QUESTIONS
     ]
-    probe = sample_rollouts(policy, tokenizer, prompts, samples_per_prompt=SAMPLES, max_new_tokens=NEW_TOKENS,
-                            seed=12345)
+    probe = sample_rollouts(policy, tokenizer, prompts,
+                            RolloutConfig(samples_per_prompt=SAMPLES, max_new_tokens=NEW_TOKENS), seed=12345)
     after_first = slice(probe.prompt_width + 1, None)
     tokens = probe.input_ids[:, after_first][probe.response_mask[:, after_first].bool()]
     target = Counter(tokens.tolist()).most_common(1)[0][0]
@@ -65,13 +66,14 @@ def test_grpo_learns_a_token_reward(tiny_model_dir: Path, seed: int) -> None:
     ref = copy.deepcopy(policy)
     # 16 samples per group: fewer groups where every sample already agrees (advantage 0, no signal) once
     # the fast-learning policy turns nearly deterministic; with 8, gains over 8 seeds dipped to +0.30.
-    config = GRPOConfig(group_size=16, beta=0.04, micro_batch_size=32, max_new_tokens=NEW_TOKENS)
+    config = GRPOConfig(beta=0.04, micro_batch_size=32)
+    rollout = RolloutConfig(samples_per_prompt=16, max_new_tokens=NEW_TOKENS)
     optimizer = torch.optim.Adam(policy.parameters(), lr=LR)
     torch.manual_seed(seed)
     curve, kls, start = [], [], time.perf_counter()
     for step in range(40):
-        batch = sample_rollouts(policy, tokenizer, prompts, samples_per_prompt=config.group_size,
-                                max_new_tokens=config.max_new_tokens, seed=1000 * seed + step)
+        batch = sample_rollouts(policy, tokenizer, prompts, rollout,
+                                seed=1000 * seed + step)
         batch.rewards = target_reward(batch, target)
         stats = grpo_step(policy, optimizer, batch, config, ref_model=ref)
         curve.append(stats["reward_mean"])
@@ -86,14 +88,14 @@ def test_grpo_learns_a_token_reward(tiny_model_dir: Path, seed: int) -> None:
 def test_ppo_learns_a_token_reward(tiny_model_dir: Path, seed: int) -> None:
     policy, tokenizer, prompts, target = setup(tiny_model_dir)
     critic = Critic(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
-    config = PPOConfig(mini_batch_size=16, micro_batch_size=8, max_new_tokens=NEW_TOKENS)
+    config = PPOConfig(mini_batch_size=16, micro_batch_size=8)
     policy_opt = torch.optim.Adam(policy.parameters(), lr=LR)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=LR)
     torch.manual_seed(seed)
     curve, values, start = [], [], time.perf_counter()
     for step in range(40):
-        batch = sample_rollouts(policy, tokenizer, prompts, samples_per_prompt=SAMPLES,
-                                max_new_tokens=config.max_new_tokens, seed=1000 * seed + step)
+        batch = sample_rollouts(policy, tokenizer, prompts, RolloutConfig(samples_per_prompt=SAMPLES, max_new_tokens=NEW_TOKENS),
+                                seed=1000 * seed + step)
         batch.rewards = target_reward(batch, target)
         stats = ppo_update(policy, critic, policy_opt, critic_opt, batch, config)
         curve.append(stats["reward_mean"])

@@ -81,7 +81,10 @@ class AnswerAgent:
         self, store: MemoryStore, questions: Sequence[str], owners: Sequence[tuple[str, str]], seed: int | None = None
     ) -> list[Answer]:
         """Answer a batch of questions (greedy unless the config sets a temperature)."""
-        built = self.build_prompts(store, questions, owners)
+        return self.answer_prompts(questions, self.build_prompts(store, questions, owners), seed=seed)
+
+    def answer_prompts(self, questions: Sequence[str], built: Sequence[AnswerPrompt], seed: int | None = None) -> list[Answer]:
+        """The answer step on prompts already built (from one bank or several): one batched generation."""
         config = GenerationConfig(max_new_tokens=self.config.max_new_tokens, temperature=self.config.temperature, seed=seed)
         outputs = self.generator.generate([b.messages for b in built], config)
         return [self.to_answer(q, b, g.text, g.usage) for q, b, g in zip(questions, built, outputs, strict=True)]

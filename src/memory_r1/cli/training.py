@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import functools
+import inspect
+import itertools
+import textwrap
+import types
+import typing
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import TextColumn
@@ -13,7 +21,6 @@ from memory_r1.cli.common import (
     BaseUrlOpt,
     ConvOpt,
     EmbedOpt,
-    ModelOpt,
     SessionsOpt,
     app,
     console,
@@ -24,65 +31,152 @@ from memory_r1.cli.common import (
 )
 from memory_r1.pipeline import DEFAULT_MODEL, MemorySystem, PipelineConfig
 
+if TYPE_CHECKING:
+    from memory_r1.rl.trainer import TrainConfig as TrainConfigT
+
 # ---------------------------------------------------------------- training
+#
+# The options of `memory-r1 train` are derived from the fields of TrainConfig and its nested configs: name,
+# type and help text (the field's docstring) are written once, on the dataclass. Nested fields get the
+# config's prefix (--grpo-beta, --ppo-kl-coef, --sft-micro-batch-size); rollout fields have none
+# (--samples-per-prompt, --max-new-tokens). A few old spellings stay as aliases.
+
+NESTED = ("rollout", "grpo", "ppo", "sft")
+POSITIONAL = ("agent",)
+ALIASES = {"samples_per_prompt": ["--group-size"], "grpo.beta": ["--beta"], "lora": []}
+SKIPPED = {"lora"}  # spelled --full below, as before
 
 
-@app.command()
-@user_errors
-def train(
-    agent: Annotated[str, typer.Argument(help="answer or manager.")],
-    dataset: Annotated[Path, typer.Option(help="Folder from `memory-r1 data build-answer|build-manager`.")],
-    out: Annotated[Path, typer.Option(help="Run folder: metrics.jsonl, training_curves.png, checkpoint/, final/.")],
-    algo: Annotated[str, typer.Option(help="grpo, ppo or sft.")] = "grpo",
-    model: ModelOpt = DEFAULT_MODEL,
-    preset: Annotated[str | None, typer.Option(help="cpu-small: a short run sized for a 2-core CPU.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Update steps.")] = None,
-    prompts_per_step: Annotated[int | None, typer.Option(help="Prompts per step.")] = None,
-    group_size: Annotated[int | None, typer.Option(help="Samples per prompt (GRPO's G).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the algorithm's).")] = None,
-    beta: Annotated[float | None, typer.Option(help="GRPO KL coefficient.")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Longest sampled response.")] = None,
-    full: Annotated[bool, typer.Option("--full", help="Full fine-tuning instead of LoRA.")] = False,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from out/checkpoint.")] = False,
-    val_dataset: Annotated[Path | None, typer.Option(help="Dataset folder on the validation conversation.")] = None,
-    val_every: Annotated[int, typer.Option(help="Validate every N steps (0: never).")] = 0,
-    reward: Annotated[str, typer.Option(help="em (paper) or f1.")] = "em",
-    answer_model: Annotated[str | None, typer.Option(help="Manager training: the frozen Answer Agent.")] = None,
-    teacher_model: Annotated[str | None, typer.Option(help="SFT: the teacher model.")] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="locomo10.json (manager training).")] = None,
-) -> None:
-    """Train the Answer Agent or the Memory Manager with GRPO, PPO or SFT."""
-    from memory_r1.rl.trainer import PRESETS, TrainConfig, Trainer
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> its docstring (the string literal right after the field), read from the source."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, after in itertools.pairwise(body):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
 
-    if agent not in ("answer", "manager") or algo not in ("grpo", "ppo", "sft") or reward not in ("em", "f1"):
-        raise ValueError(f"expected agent answer|manager, --algo grpo|ppo|sft, --reward em|f1; got {agent}, {algo}, {reward}")
-    config = TrainConfig(agent=agent, algo=algo, dataset=dataset, out=out, model=model, seed=seed, lora=not full,
-                         val_dataset=val_dataset, val_every=val_every, reward=reward, answer_model=answer_model,
-                         teacher_model=teacher_model, data=data)
+
+def _click_type(hint: object) -> tuple[type, list[str] | None]:
+    """The scalar type typer should parse, and the allowed values of a Literal."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Literal:
+        return str, [str(a) for a in typing.get_args(hint)]
+    if args and typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return _click_type(args[0])
+    return hint if isinstance(hint, type) else str, None  # type: ignore[return-value]
+
+
+def config_options() -> list[tuple[str, str, inspect.Parameter, list[str] | None]]:
+    """(dotted field, parameter name, typer parameter, choices) for every configurable field."""
+    from memory_r1.rl.trainer import TrainConfig
+
+    out = []
+    for prefix, cls in [("", TrainConfig), *((n + ".", _nested(n)) for n in NESTED)]:
+        hints = typing.get_type_hints(cls)
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in NESTED or f.name in SKIPPED or (not prefix and f.name in POSITIONAL):
+                continue
+            dotted = prefix + f.name
+            param = (prefix.rstrip(".") + "_" if prefix and prefix != "rollout." else "") + f.name
+            kind, choices = _click_type(hints[f.name])
+            flag = "--" + param.replace("_", "-")
+            names = [flag, *ALIASES.get(dotted, ALIASES.get(f.name, []) if prefix == "rollout." else [])]
+            if dotted == "grpo.beta":
+                names = [flag, "--beta"]
+            required = (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                        and dotted != "algo")  # --algo defaults to grpo, as before
+            help_text = docs.get(f.name, "") + (f" One of: {', '.join(choices)}." if choices else "")
+            if kind is bool:
+                names = [f"{flag}/--no-{flag[2:]}"]
+            option = typer.Option(... if required else None, *names, help=help_text, show_default=False)
+            annotation = kind if required else (kind | None)  # None: the config's (or preset's) value
+            out.append((dotted, param, inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY,
+                                                        default=option, annotation=annotation), choices))
+    return out
+
+
+def _nested(name: str) -> type:
+    from memory_r1.rl.trainer import TrainConfig
+
+    return typing.get_type_hints(TrainConfig)[name]  # type: ignore[no-any-return]
+
+
+def build_config(agent: str, values: dict[str, object], preset: str | None, full: bool) -> TrainConfigT:
+    """TrainConfig from the CLI's values: a preset first (dataclasses.replace), then every option given."""
+    from memory_r1.rl.trainer import PRESETS, TrainConfig
+
+    specs = {dotted: (param, choices) for dotted, param, _, choices in config_options()}
+    for param, choices in specs.values():
+        value = values.get(param)
+        if choices and value is not None and value not in choices:
+            flag = "--" + param.replace("_", "-")
+            raise ValueError(f"{flag}: expected {'|'.join(choices)}; got {value}")
+    if agent not in ("answer", "manager"):
+        raise ValueError(f"expected agent answer|manager, --algo grpo|ppo|sft; got {agent}, {values.get('algo')}")
+    top: dict[str, Any] = {d: values[p] for d, (p, _) in specs.items() if "." not in d and values.get(p) is not None}
+    top.setdefault("algo", "grpo")
+    config = TrainConfig(agent=agent, lora=not full, **top)  # type: ignore[arg-type]
     if preset:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
-        config = PRESETS[preset](config)
-    for name, value in (("steps", steps), ("prompts_per_step", prompts_per_step), ("lr", lr), ("max_new_tokens", max_new_tokens)):
-        if value is not None:
-            setattr(config, name, value)
-    if group_size is not None:
-        config.grpo.group_size = group_size
-    if beta is not None:
-        config.grpo.beta = beta
+        config = dataclasses.replace(PRESETS[preset](config), **top)  # explicit options win over the preset
+    for name in NESTED:
+        given = {d.split(".", 1)[1]: values[p] for d, (p, _) in specs.items()
+                 if d.startswith(name + ".") and values.get(p) is not None}
+        if given:
+            config = dataclasses.replace(config, **{name: dataclasses.replace(getattr(config, name), **given)})
+    return config
+
+
+def train(agent: str, preset: str | None, full: bool, resume: bool, **values: object) -> None:
+    """Train the Answer Agent or the Memory Manager with GRPO, PPO or SFT."""
+    from memory_r1.rl.trainer import Trainer
+
+    config = build_config(agent, values, preset, full)
     trainer = Trainer(config)
     if resume and not trainer.resume():
-        raise ValueError(f"--resume: no checkpoint in {out / 'checkpoint'}")
+        raise ValueError(f"--resume: no checkpoint in {config.out / 'checkpoint'}")
     with progress_bar(TextColumn("{task.fields[info]}")) as progress:
-        task = progress.add_task(f"{algo} {agent}", total=config.steps, completed=trainer.step, info="")
+        task = progress.add_task(f"{config.algo} {agent}", total=config.steps, completed=trainer.step, info="")
 
-        def on_step(stats: dict) -> None:
-            info = f"reward {stats['reward_mean']:.3f}" if "reward_mean" in stats else f"loss {stats.get('sft_loss', 0):.3f}"
+        def on_step(stats: dict[str, float]) -> None:
+            info = (f"reward {stats['reward_mean']:.3f}" if "reward_mean" in stats
+                    else f"loss {stats.get('sft_loss', 0):.3f}")
             progress.update(task, advance=1, info=info)
 
         final = trainer.train(on_step)
-    console.print(f"trained {agent} agent: {final} (metrics in {out / 'metrics.jsonl'}, curves in {out / 'training_curves.png'})")
+    console.print(f"trained {agent} agent: {final} (metrics in {config.out / 'metrics.jsonl'}, "
+                  f"curves in {config.out / 'training_curves.png'})")
+
+
+def _register_train() -> None:
+    fixed = [
+        inspect.Parameter("agent", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                          default=typer.Argument(..., help="answer or manager.")),
+        inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
+                          default=typer.Option(None, help="cpu-small: a short run sized for a 2-core CPU.")),
+        inspect.Parameter("full", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, "--full", help="Full fine-tuning instead of LoRA.")),
+        inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, "--resume", help="Continue from out/checkpoint.")),
+    ]
+    params = fixed + [p for _, _, p, _ in config_options()]
+
+    @functools.wraps(train)
+    def command(*args: object, **kwargs: object) -> None:
+        agent, preset, full, resume = (kwargs.pop(k) for k in ("agent", "preset", "full", "resume"))
+        train(str(agent), preset, bool(full), bool(resume), **kwargs)  # type: ignore[arg-type]
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    app.command("train")(user_errors(command))
+
+
+_register_train()
 
 
 def _dataset_system(model: str, backend: str, base_url: str | None, embedding_model: str, bank: Path) -> MemorySystem:

@@ -1,5 +1,7 @@
 """What PPO and GRPO share: the rollout batch, per-token log-probs, KL estimators, masked maths, sampling.
 
+Sampling lives in `rl.rollout`, the cheap passes in `rl.passes`.
+
 Every per-token tensor uses one layout, (B, T) over the whole sequence: left-padded prompt, then the
 right-padded response. Position t holds the quantity for token `input_ids[:, t]` (its log-prob, its KL, its
 value, its advantage); `response_mask` is 1 on response tokens up to and including the first EOS. One
@@ -18,13 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-from memory_r1.llm.transformers_backend import eos_ids, neutral_generation_config
+from transformers import PreTrainedModel
 
 KLKind = Literal["k1", "k2", "k3"]
 LossAgg = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"]
@@ -45,6 +45,7 @@ class RolloutBatch:
     texts: list[str]  # B decoded responses (special tokens skipped)
     prompt_lengths: torch.Tensor  # (B,) long: real (unpadded) prompt tokens per row
     prompt_width: int  # responses start at this column: the padded prompt length
+    temperature: float = 1.0  # the sampling temperature: every log-prob pass scores at this one
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -52,7 +53,7 @@ class RolloutBatch:
     def select(self, index: torch.Tensor | Sequence[int]) -> RolloutBatch:
         """The rows `index` (a minibatch or micro-batch), same columns."""
         idx = torch.as_tensor(index, dtype=torch.long)
-        picked = {}
+        picked: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, torch.Tensor):
@@ -64,7 +65,7 @@ class RolloutBatch:
         return RolloutBatch(**picked)
 
     def to(self, device: torch.device | str) -> RolloutBatch:
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        moved: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         for name, value in moved.items():
             if isinstance(value, torch.Tensor):
                 moved[name] = value.to(device)
@@ -147,18 +148,32 @@ def clipped_surrogate(
     response_mask: torch.Tensor,
     clip_eps: float,
     mode: LossAgg,
+    *,
+    clip_eps_high: float | None = None,
+    clip_ratio_c: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO's clipped objective as a loss: agg(max(-A r, -A clip(r, 1-eps, 1+eps))), r = pi / pi_old.
+    """PPO's clipped objective as a loss: agg(max(-A r, -A clip(r, 1-eps_low, 1+eps_high))), r = pi / pi_old.
 
+    `clip_eps` is the lower range and, unless `clip_eps_high` is given, the upper one too (DAPO's
+    "clip-higher" raises only the upper bound, so unlikely tokens can gain probability faster).
+    `clip_ratio_c` is verl's dual clip: for negative advantages the loss is also capped at -A * c (c > 1),
+    so one token whose ratio has exploded cannot dominate the batch.
     All inputs (B, T); advantages may be (B, 1) to share one value per sequence. The log-ratio is clamped
     to [-20, 20] as verl does. Stats are detached tensors: mean ratio, fraction of tokens where the clip
     was active, and the k1 estimate of KL(old || new).
     """
+    high = clip_eps if clip_eps_high is None else clip_eps_high
     log_ratio = torch.clamp(logprobs - old_logprobs, min=-20.0, max=20.0)  # (B, T)
     ratio = torch.exp(log_ratio)  # (B, T)
     unclipped = -advantages * ratio  # (B, T)
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)  # (B, T)
-    loss = aggregate_loss(torch.maximum(unclipped, clipped), response_mask, mode)
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + high)  # (B, T)
+    per_token = torch.maximum(unclipped, clipped)  # (B, T): the pessimistic bound
+    if clip_ratio_c is not None:
+        if clip_ratio_c <= 1.0:
+            raise ValueError(f"clip_ratio_c must be > 1 (verl's default is 3.0), got {clip_ratio_c}")
+        capped = torch.minimum(per_token, -advantages * clip_ratio_c)  # (B, T)
+        per_token = torch.where(advantages < 0, capped, per_token)
+    loss = aggregate_loss(per_token, response_mask, mode)
     stats = {
         "ratio_mean": masked_mean(ratio, response_mask).detach(),
         "clip_fraction": masked_mean((clipped > unclipped).float(), response_mask).detach(),
@@ -211,6 +226,28 @@ def token_logprobs(
     log-softmax runs `chunk_size` positions at a time: a 150k vocabulary never needs a float32 copy of the
     whole (B, T, V) logits. Gradients flow when called outside `torch.no_grad()`.
     """
+    return _token_scores(model, input_ids, attention_mask, temperature, start, chunk_size, False)[0]
+
+
+def token_scores(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    start: int = 1,
+    chunk_size: int = 512,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`token_logprobs` and the (detached) entropy of the policy at each scored position. (B, T) each."""
+    lp, ent = _token_scores(model, input_ids, attention_mask, temperature, start, chunk_size, True)
+    assert ent is not None
+    return lp, ent
+
+
+def _token_scores(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float,
+    start: int, chunk_size: int, entropy: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     B, T = input_ids.shape
     start = max(start, 1)  # position 0 has no context: its log-prob is defined as 0
     out = model(
@@ -222,18 +259,24 @@ def token_logprobs(
     )
     logits = out.logits[:, :-1]  # (B, T - start, V): row j predicts token start + j
     targets = input_ids[:, start:]  # (B, T - start)
-    pieces = []
+    pieces, ents = [], []
     for s in range(0, targets.shape[1], chunk_size):
         lg = logits[:, s : s + chunk_size].float() / temperature  # (B, C, V)
+        lse = torch.logsumexp(lg, dim=-1)  # (B, C)
         picked = lg.gather(-1, targets[:, s : s + chunk_size, None]).squeeze(-1)  # (B, C)
-        pieces.append(picked - torch.logsumexp(lg, dim=-1))
+        pieces.append(picked - lse)
+        if entropy:
+            with torch.no_grad():
+                ents.append(lse - (F.softmax(lg, dim=-1) * lg).sum(-1))
     head = torch.zeros(B, start, dtype=torch.float32, device=input_ids.device)
     logprobs = torch.cat([head, *pieces], dim=1)  # (B, T)
     # A token counts only if it and the one before it are real: a left-padded row's first token has no
     # context (like position 0), and padding has no log-prob.
     real = attention_mask.bool()
     scored = real & torch.cat([torch.zeros_like(real[:, :1]), real[:, :-1]], dim=1)  # (B, T)
-    return torch.where(scored, logprobs, torch.zeros_like(logprobs))
+    zero = torch.zeros_like(logprobs)
+    ent_full = torch.where(scored, torch.cat([head, *ents], dim=1), zero) if entropy else None
+    return torch.where(scored, logprobs, zero), ent_full
 
 
 def batch_logprobs(
@@ -249,104 +292,3 @@ def batch_logprobs(
             )
             parts.append(lp * mb.response_mask)
     return torch.cat(parts)
-
-
-# ----------------------------------------------------------------------------- sampling
-
-
-def _assemble(
-    prompts: list[list[int]], responses: list[list[int]], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """One (B, T) batch: prompts left-padded to the longest, responses right-padded to the longest."""
-    P = max(len(p) for p in prompts)
-    R = max(1, max(len(r) for r in responses))
-    B = len(prompts)
-    ids = torch.full((B, P + R), pad_id, dtype=torch.long)
-    attn = torch.zeros(B, P + R, dtype=torch.long)
-    resp = torch.zeros(B, P + R, dtype=torch.float32)
-    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
-        ids[i, P - len(p) : P] = torch.tensor(p, dtype=torch.long)
-        attn[i, P - len(p) : P] = 1
-        if r:
-            ids[i, P : P + len(r)] = torch.tensor(r, dtype=torch.long)
-            attn[i, P : P + len(r)] = 1
-            resp[i, P : P + len(r)] = 1.0
-    return ids.to(device), attn.to(device), resp.to(device), P
-
-
-def sample_rollouts(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    *,
-    samples_per_prompt: int,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    seed: int | None = None,
-    generation_batch_size: int | None = None,
-    old_logprobs: bool = True,
-) -> RolloutBatch:
-    """Sample `samples_per_prompt` responses per already-rendered prompt from the policy itself.
-
-    Rows are prompt-major: rows i*G .. i*G+G-1 answer prompt i (group_ids = i). Each response is cut after
-    its first EOS. `old_logprobs` come from a separate forward pass at the same temperature (the pass an
-    update makes), so the first update's importance ratio is 1.
-    Rewards are zeros: the caller scores `texts` and fills them in.
-
-    `old_logprobs=False` skips that pass (a full forward over the batch: ~15% of a GRPO step with SmolLM2-135M
-    on CPU) and leaves `batch.old_logprobs` None. `grpo_step` then takes the update's own log-probs, detached, when the update is
-    on-policy (one epoch, one mini-batch: the very same numbers), and computes the pass itself otherwise. PPO
-    needs them (its KL penalty shapes the reward): keep the default there.
-    """
-    if temperature <= 0:
-        raise ValueError("RL rollouts must sample (temperature > 0): greedy outputs have no log-probs")
-    device = model.device
-    eos = set(eos_ids(model, tokenizer))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
-    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    prompt_rows = [encoded[i] for i in range(len(encoded)) for _ in range(samples_per_prompt)]
-    responses: list[list[int]] = []
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        if seed is not None:
-            torch.manual_seed(seed)
-        for rows in micro_batches(len(prompt_rows), generation_batch_size):
-            chunk = [prompt_rows[i] for i in rows]
-            width = max(len(p) for p in chunk)
-            ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in chunk], device=device)
-            attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
-            with torch.no_grad(), neutral_generation_config(model):
-                out = model.generate(
-                    input_ids=ids,
-                    attention_mask=attn,
-                    do_sample=True,
-                    temperature=temperature,
-                    top_k=0,  # explicit: the model's generation_config (often top_k=50) must not leak in
-                    top_p=1.0,
-                    repetition_penalty=1.0,
-                    num_beams=1,
-                    max_new_tokens=max_new_tokens,
-                    eos_token_id=sorted(eos),
-                    pad_token_id=pad_id,
-                )
-            for new in out[:, width:].tolist():
-                n = next((j + 1 for j, t in enumerate(new) if t in eos), len(new))  # through the first EOS
-                responses.append(new[:n])
-    input_ids, attention_mask, response_mask, P = _assemble(prompt_rows, responses, pad_id, device)
-    B = len(prompt_rows)
-    batch = RolloutBatch(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        response_mask=response_mask,
-        old_logprobs=None,
-        ref_logprobs=None,
-        rewards=torch.zeros(B, device=device),
-        group_ids=torch.arange(len(prompts), device=device).repeat_interleave(samples_per_prompt),
-        texts=[str(tokenizer.decode(r, skip_special_tokens=True)) for r in responses],
-        prompt_lengths=torch.tensor([len(p) for p in prompt_rows], dtype=torch.long, device=device),
-        prompt_width=P,
-    )
-    if old_logprobs:
-        batch.old_logprobs = batch_logprobs(
-            model, batch, temperature=temperature, micro_batch_size=generation_batch_size
-        )
-    return batch

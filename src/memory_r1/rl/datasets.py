@@ -19,29 +19,62 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from memory_r1.bank import MemoryStore, SQLiteStore
 from memory_r1.data import questions_by_turn
+from memory_r1.llm.base import Message
 from memory_r1.pipeline import MemorySystem
 from memory_r1.records import Category, Conversation, Provenance, QAItem, Turn, owner_id
 
-FORMAT = "memory-r1-dataset/1"
+FORMAT = "memory-r1-dataset/1"  # the format version: rows read back through the records' from_json
 DEFAULT_WINDOW = 50  # turns; the paper's algorithm (its prose says 24)
 
 
 @dataclass(frozen=True)
 class AnswerExample:
+    """One Answer Agent training tuple (a row of answer.jsonl)."""
+
     sample_id: str
     qa_index: int
     category: int
     question: str
     gold: str
-    messages: list[dict]  # the Answer Agent's chat prompt, memories included
+    messages: list[Message]  # the Answer Agent's chat prompt, memories included
     memory_ids: list[int]  # store ids behind the prompt's numbers 1..N, in order
+
+    @property
+    def key(self) -> str:
+        return f"{self.sample_id}/{self.qa_index}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> AnswerExample:
+        return cls(str(row["sample_id"]), int(row["qa_index"]), int(row["category"]), str(row["question"]),
+                   str(row["gold"]), [dict(m) for m in row["messages"]],  # type: ignore[misc]
+                   [int(i) for i in row["memory_ids"]])
+
+
+@dataclass(frozen=True)
+class LinkedQuestion:
+    """A question whose evidence points at a manager example's turn."""
+
+    qa_index: int
+    question: str
+    gold: str
+    category: int
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> LinkedQuestion:
+        return cls(int(row["qa_index"]), str(row["question"]), str(row["gold"]), int(row["category"]))
 
 
 @dataclass(frozen=True)
 class ManagerExample:
+    """One Memory Manager training tuple (a row of manager.jsonl)."""
+
     sample_id: str
     dia_id: str
     position: int  # 0-based index of the turn in the conversation
@@ -49,7 +82,23 @@ class ManagerExample:
     timestamp: str
     facts: list[str]
     bank: str  # snapshot file (relative to the dataset folder): the bank just before this turn
-    questions: list[dict]  # {"qa_index", "question", "gold", "category"}
+    questions: list[LinkedQuestion]
+
+    @property
+    def key(self) -> str:
+        return f"{self.sample_id}/{self.dia_id}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> ManagerExample:
+        return cls(str(row["sample_id"]), str(row["dia_id"]), int(row["position"]), str(row["owner"]),
+                   str(row["timestamp"]), [str(f) for f in row["facts"]], str(row["bank"]),
+                   [LinkedQuestion.from_json(q) for q in row["questions"]])
+
+
+Example = AnswerExample | ManagerExample
 
 
 def build_answer_dataset(system: MemorySystem, conversation: Conversation, out: Path,
@@ -94,7 +143,7 @@ def build_manager_dataset(teacher: MemorySystem, conversation: Conversation, out
         examples.append(ManagerExample(
             conversation.sample_id, turn.dia_id, positions[turn.dia_id], owner_id(conversation.sample_id, turn.speaker),
             turn.timestamp, records[turn.dia_id].fact_texts, f"banks/{turn.dia_id.replace(':', '_')}.db",
-            [{"qa_index": q.index, "question": q.question, "gold": str(q.answer), "category": int(q.category)}
+            [LinkedQuestion(q.index, q.question, str(q.answer), int(q.category))
              for q in linked[turn.dia_id] if q.answer is not None],
         ))
     _write(out / "manager.jsonl", examples, teacher.settings())
@@ -114,20 +163,33 @@ def window_filter(store: MemoryStore, conversation: Conversation, position: int,
     return hidden
 
 
-def load_examples(path: Path) -> list[dict]:
-    """Rows of a dataset file; the header row (format, settings) is checked and dropped."""
+def load_examples(path: Path, kind: type[AnswerExample | ManagerExample]) -> list[Any]:
+    """Typed rows of a dataset file; the header row (format, settings) is checked and dropped."""
     lines = Path(path).read_text().splitlines()
     if not lines:
         raise ValueError(f"{path} is empty")
     header = json.loads(lines[0])
     if header.get("format") != FORMAT:
         raise ValueError(f"{path}: not a memory-r1 dataset (format {header.get('format')!r}, expected {FORMAT!r})")
-    return [json.loads(line) for line in lines[1:] if line.strip()]
+    try:
+        return [kind.from_json(json.loads(line)) for line in lines[1:] if line.strip()]
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: a row is not a {kind.__name__} ({error})") from None
 
 
-def open_snapshot(dataset_dir: Path, example: dict) -> SQLiteStore:
+def answer_examples(dataset: Path) -> list[AnswerExample]:
+    rows: list[AnswerExample] = load_examples(Path(dataset) / "answer.jsonl", AnswerExample)
+    return rows
+
+
+def manager_examples(dataset: Path) -> list[ManagerExample]:
+    rows: list[ManagerExample] = load_examples(Path(dataset) / "manager.jsonl", ManagerExample)
+    return rows
+
+
+def open_snapshot(dataset_dir: Path, example: ManagerExample) -> SQLiteStore:
     """An in-memory fork of an example's bank snapshot: rollouts never touch the file."""
-    with SQLiteStore(Path(dataset_dir) / example["bank"]) as snapshot:
+    with SQLiteStore(Path(dataset_dir) / example.bank) as snapshot:
         return snapshot.fork()
 
 
@@ -135,10 +197,10 @@ def _linked_questions(conversation: Conversation) -> list[QAItem]:
     return [q for q in conversation.qa if q.category != Category.ADVERSARIAL and q.answer is not None]
 
 
-def _write(path: Path, examples: Sequence, settings: dict) -> None:
+def _write(path: Path, examples: Sequence[Example], settings: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     with tmp.open("w") as f:
         f.write(json.dumps({"format": FORMAT, "settings": settings, "examples": len(examples)}) + "\n")
         for example in examples:
-            f.write(json.dumps(asdict(example)) + "\n")
+            f.write(json.dumps(example.to_json()) + "\n")
     tmp.replace(path)

@@ -11,7 +11,7 @@ Where this departs from or fills in the published algorithm:
 - A group of one response has no baseline: its advantage is 0 (verl would give it r / (1 + eps)).
 - The KL uses the k3 estimator at the sampled tokens, as DeepSeekMath does.
 
-Recipe (the caller's loop): `batch = sample_rollouts(...)`, fill `batch.rewards`, `grpo_step(...)`.
+Recipe (the caller's loop): `batch = rollout.sample_rollouts(...)`, fill `batch.rewards`, `grpo_step(...)`.
 """
 
 from __future__ import annotations
@@ -27,33 +27,31 @@ from memory_r1.rl.core import (
     RolloutBatch,
     accumulation_weight,
     aggregate_loss,
-    batch_logprobs,
     clipped_surrogate,
     kl_estimate,
     masked_mean,
     micro_batches,
-    token_logprobs,
 )
+from memory_r1.rl.passes import PassTimer, ResponseView, pass_logprobs, response_passes
 
 
-@dataclass
+@dataclass(frozen=True)
 class GRPOConfig:
-    group_size: int = 8
-    """Responses sampled per prompt (G). Our choice: the paper is silent; TRL's default; DeepSeekMath used 64.
-    Binary EM rewards need enough samples that a group is rarely all-right or all-wrong (advantage 0)."""
-    temperature: float = 1.0
-    """Rollout temperature; log-probs are computed at the same temperature. Paper: 1.0."""
-    max_new_tokens: int = 2048
-    """Longest sampled response. Paper: max response length 2048 tokens."""
-    lr: float = 1e-6
-    """Actor learning rate for the caller's optimizer. Paper: 1e-6 (7B/8B models, constant schedule)."""
+    """The GRPO update. Sampling (G, temperature, lengths) is `RolloutConfig`; the lr is the caller's optimizer."""
+
     beta: float = 0.001
     """KL coefficient in the loss. Paper silent. Our choice: verl's GRPO examples (the paper's framework)
-    use 0.001; DeepSeekMath used 0.04; TRL defaults to 0.0 (no reference model needed). 0 disables it."""
+    use 0.001; DeepSeekMath used 0.04; TRL defaults to 0.0. 0 disables it and skips the reference pass."""
     kl_kind: KLKind = "k3"
     """KL estimator. DeepSeekMath's (k3: unbiased, non-negative, low variance); verl's `low_var_kl`."""
     clip_eps: float = 0.2
-    """PPO clip range for the ratio. Paper silent. Our choice: the PPO paper's and verl's default."""
+    """PPO clip range for the ratio (the lower one when clip_eps_high is set). Paper silent. Our choice: the
+    PPO paper's and verl's default."""
+    clip_eps_high: float | None = None
+    """Upper clip range ("clip-higher", DAPO uses 0.28). None: the same as clip_eps, as published GRPO."""
+    clip_ratio_c: float | None = None
+    """verl's dual clip: caps the loss of negative-advantage tokens at -A * c (verl: 3.0). None: off, as
+    published GRPO; with one on-policy epoch the ratio is 1 and it never acts."""
     loss_agg: LossAgg = "token-mean"
     """How per-token losses become a scalar. Our choice: verl's default, no per-sequence length bias."""
     scale_rewards: bool = True
@@ -66,7 +64,7 @@ class GRPOConfig:
     mini_batch_size: int | None = None
     """Responses per optimizer step; None means the whole batch (one step per epoch)."""
     micro_batch_size: int = 2
-    """Responses per forward/backward (gradient accumulation). Paper: micro-batch 2 per GPU."""
+    """Responses per forward/backward (gradient accumulation), in every pass. Paper: micro-batch 2 per GPU."""
     max_grad_norm: float = 1.0
     """Gradient clipping. Our choice: verl's default."""
 
@@ -111,7 +109,8 @@ def grpo_loss(
     logprobs, old_logprobs, ref_logprobs, response_mask: (B, T); advantages: (B,).
     """
     pg_loss, pg_stats = clipped_surrogate(
-        logprobs, old_logprobs, advantages[:, None], response_mask, config.clip_eps, config.loss_agg
+        logprobs, old_logprobs, advantages[:, None], response_mask, config.clip_eps, config.loss_agg,
+        clip_eps_high=config.clip_eps_high, clip_ratio_c=config.clip_ratio_c,
     )  # advantages (B, 1): one value for every token of a response
     loss = pg_loss
     kl_value = 0.0
@@ -135,49 +134,66 @@ def grpo_step(
     batch: RolloutBatch,
     config: GRPOConfig,
     ref_model: PreTrainedModel | None = None,
+    *,
+    shared_prefix: bool = True,
 ) -> dict[str, float]:
     """One GRPO update on a scored rollout batch: advantages, then `epochs` passes of clipped-surrogate
-    steps over mini-batches, each accumulated over micro-batches and clipped to `max_grad_norm`."""
+    steps over mini-batches, each accumulated over micro-batches and clipped to `max_grad_norm`.
+
+    Passes that change nothing are skipped: the reference pass when beta is 0, the old-log-prob pass when
+    the update is on-policy (one epoch, one mini-batch: the update's own log-probs, detached, are the same
+    numbers). `shared_prefix` runs each group's prompt once per pass (exact, `rl.passes`); False is the
+    plain path. Pass timings land in the stats as `<pass>_tokens_per_s`.
+    """
     advantages = group_advantages(batch.rewards, batch.group_ids, config.scale_rewards, config.eps)  # (B,)
+    timings: dict[str, float] = {}
     if config.beta > 0 and batch.ref_logprobs is None:
         if ref_model is None:
             raise ValueError("beta > 0 needs a reference model or batch.ref_logprobs")
-        batch.ref_logprobs = batch_logprobs(
-            ref_model, batch, temperature=config.temperature, micro_batch_size=config.micro_batch_size
-        )
+        with PassTimer(timings, "reference", batch):
+            batch.ref_logprobs = pass_logprobs(ref_model, batch, config.micro_batch_size,
+                                               shared_prefix=shared_prefix)
     on_policy = config.epochs == 1 and len(micro_batches(len(batch), config.mini_batch_size)) == 1
     if batch.old_logprobs is None and not on_policy:  # later mini-batches/epochs need the sampling policy's
-        batch.old_logprobs = batch_logprobs(
-            model, batch, temperature=config.temperature, micro_batch_size=config.micro_batch_size
-        )
-    history: list[dict[str, float]] = []
-    grad_norms = []
-    for _ in range(config.epochs):
-        for mini_rows in micro_batches(len(batch), config.mini_batch_size):
-            mini = batch.select(mini_rows)
-            mini_adv = advantages[list(mini_rows)]
-            optimizer.zero_grad(set_to_none=True)
-            for rows in micro_batches(len(mini), config.micro_batch_size):
-                mb = mini.select(rows)
-                logprobs = token_logprobs(
-                    model, mb.input_ids, mb.attention_mask, temperature=config.temperature,
-                    start=mb.prompt_width,
-                )  # (b, T)
-                # Old log-probs skipped at sampling (on-policy): the parameters have not moved since, so they
-                # are these very numbers; detached, the ratio is exactly 1 and the gradient is A * grad log p.
-                old = mb.old_logprobs if mb.old_logprobs is not None else logprobs.detach()
-                loss, stats = grpo_loss(
-                    logprobs, old, mini_adv[list(rows)], mb.response_mask, mb.ref_logprobs, config
-                )
-                (loss * accumulation_weight(mb.response_mask, mini.response_mask, config.loss_agg)).backward()
-                history.append(stats)
-            grad_norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm).item())
-            optimizer.step()
-    summary = {key: sum(s[key] for s in history) / len(history) for key in history[0]}
+        with PassTimer(timings, "old_logprob", batch):
+            batch.old_logprobs = pass_logprobs(model, batch, config.micro_batch_size,
+                                               shared_prefix=shared_prefix)
+    history: list[tuple[dict[str, float], float]] = []  # (stats, response tokens) per micro-batch
+    grad_norms, entropies = [], []
+    P = batch.prompt_width
+    with PassTimer(timings, "update", batch, passes=config.epochs):
+        for _ in range(config.epochs):
+            for mini_rows in micro_batches(len(batch), config.mini_batch_size):
+                rows = list(mini_rows)
+                mini_mask = batch.response_mask[rows]
+
+                def loss_fn(view: ResponseView, mini_mask: torch.Tensor = mini_mask) -> torch.Tensor:
+                    # Old log-probs skipped (on-policy): the parameters have not moved since sampling, so they
+                    # are these very numbers; detached, the ratio is exactly 1 and the gradient is A grad log p.
+                    old = view.take(batch.old_logprobs, P) if batch.old_logprobs is not None else None
+                    ref = view.take(batch.ref_logprobs, P) if batch.ref_logprobs is not None else None
+                    loss, stats = grpo_loss(
+                        view.logprobs, view.logprobs.detach() if old is None else old, advantages[view.rows],
+                        view.response_mask, ref, config,
+                    )
+                    history.append((stats, view.response_mask.sum().item()))
+                    return loss * accumulation_weight(view.response_mask, mini_mask, config.loss_agg)
+
+                optimizer.zero_grad(set_to_none=True)
+                for view in response_passes(model, batch, rows, config.micro_batch_size, grad=True,
+                                            entropy=True, shared_prefix=shared_prefix, loss_fn=loss_fn):
+                    assert view.entropy is not None
+                    entropies.append((view.entropy.sum().item(), view.response_mask.sum().item()))
+                grad_norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm).item())
+                optimizer.step()
+    tokens = max(sum(n for _, n in history), 1.0)  # token-weighted: the same on any micro-batch split
+    summary = {key: sum(s[key] * n for s, n in history) / tokens for key in history[0][0]}
     summary.update(
         grad_norm=sum(grad_norms) / len(grad_norms),
         reward_mean=batch.rewards.float().mean().item(),
         advantage_abs_mean=advantages.abs().mean().item(),
         response_length=batch.response_mask.sum(-1).float().mean().item(),
+        entropy=sum(e for e, _ in entropies) / max(sum(n for _, n in entropies), 1.0),
+        **timings,
     )
     return summary

@@ -28,25 +28,20 @@ from memory_r1.rl.core import (
     RolloutBatch,
     accumulation_weight,
     aggregate_loss,
-    batch_logprobs,
     clipped_surrogate,
     kl_estimate,
     masked_mean,
     masked_whiten,
     micro_batches,
     position_ids_from_mask,
-    token_logprobs,
 )
+from memory_r1.rl.passes import ResponseView, pass_logprobs, response_passes
 
 
-@dataclass
+@dataclass(frozen=True)
 class PPOConfig:
-    temperature: float = 1.0
-    """Rollout temperature; log-probs are computed at the same temperature. Paper: 1.0."""
-    max_new_tokens: int = 2048
-    """Longest sampled response. Paper: max response length 2048 tokens."""
-    actor_lr: float = 1e-6
-    """Policy learning rate for the caller's optimizer. Paper: 1e-6, constant schedule."""
+    """The PPO update. Sampling is `RolloutConfig`; the actor lr is the caller's optimizer (`TrainConfig.lr`)."""
+
     critic_lr: float = 1e-5
     """Critic learning rate for the caller's optimizer. Paper: 1e-5."""
     gamma: float = 1.0
@@ -55,7 +50,11 @@ class PPOConfig:
     """GAE lambda. Paper silent; verl's default. With gamma = lam = 1 every token's advantage is
     R - V(s_t): the outcome minus the critic's estimate, Monte Carlo with a learned baseline."""
     clip_eps: float = 0.2
-    """Policy ratio clip range. Paper silent; the PPO paper's and verl's default."""
+    """Policy ratio clip range (the lower one when clip_eps_high is set). Paper silent; PPO's and verl's."""
+    clip_eps_high: float | None = None
+    """Upper clip range ("clip-higher", DAPO: 0.28). None: the same as clip_eps."""
+    clip_ratio_c: float | None = None
+    """verl's dual clip for negative advantages (verl: 3.0). None: off, as the PPO paper."""
     value_clip: float = 0.5
     """Value clip range around the rollout-time values. Paper silent; verl's default. (TRL uses 0.2; with
     0/1 EM rewards that would cap each batch's value change at a fifth of the reward range.)"""
@@ -74,7 +73,10 @@ class PPOConfig:
     """Responses per optimizer step. Our choice: a quarter of the paper's batch of 128, the ratio of verl's
     examples (train batch 1024, mini-batch 256), so each batch gives four clipped updates."""
     micro_batch_size: int = 2
-    """Responses per forward/backward (gradient accumulation). Paper: micro-batch 2 per GPU."""
+    """Responses per forward/backward (gradient accumulation), in every pass. Paper: micro-batch 2 per GPU."""
+    critic_lora: bool = False
+    """Train the critic as a LoRA adapter on a frozen body (its value head in full) so PPO fits beside the
+    actor on one GPU. Our choice: off by default (verl trains the whole critic); on for big models."""
     loss_agg: LossAgg = "token-mean"
     """How per-token losses become a scalar, for actor and critic. verl's default."""
     max_grad_norm: float = 1.0
@@ -198,7 +200,8 @@ def ppo_policy_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped surrogate with per-token advantages. All inputs (B, T)."""
     loss, stats = clipped_surrogate(
-        logprobs, old_logprobs, advantages, response_mask, config.clip_eps, config.loss_agg
+        logprobs, old_logprobs, advantages, response_mask, config.clip_eps, config.loss_agg,
+        clip_eps_high=config.clip_eps_high, clip_ratio_c=config.clip_ratio_c,
     )
     return loss, {"pg_loss": loss.item(), **{key: value.item() for key, value in stats.items()}}
 
@@ -234,53 +237,66 @@ def ppo_update(
     batch: RolloutBatch,
     config: PPOConfig,
     ref_model: PreTrainedModel | None = None,
+    *,
+    shared_prefix: bool = True,
 ) -> dict[str, float]:
     """One PPO update on a scored rollout batch; returns mean statistics over all micro-batches.
 
+    The sampling policy's log-probs are computed here only when needed: the in-reward KL uses them, and
+    later mini-batches or epochs are off-policy; one epoch over one mini-batch takes the update's own,
+    detached. `shared_prefix` runs each group's prompt once in the actor's passes (`rl.passes`).
     Shuffles with the global torch RNG: seed it for reproducible runs.
     """
     mask = batch.response_mask  # (B, T)
+    P = batch.prompt_width
+    on_policy = config.ppo_epochs == 1 and len(micro_batches(len(batch), config.mini_batch_size)) == 1
+    if batch.old_logprobs is None and (config.kl_coef > 0 or not on_policy):
+        batch.old_logprobs = pass_logprobs(policy, batch, config.micro_batch_size, shared_prefix=shared_prefix)
     kl = None
     if config.kl_coef > 0:
         if batch.ref_logprobs is None:
             if ref_model is None:
                 raise ValueError("kl_coef > 0 needs a reference model or batch.ref_logprobs")
-            batch.ref_logprobs = batch_logprobs(
-                ref_model, batch, temperature=config.temperature, micro_batch_size=config.micro_batch_size
-            )
+            batch.ref_logprobs = pass_logprobs(ref_model, batch, config.micro_batch_size,
+                                               shared_prefix=shared_prefix)
+        assert batch.old_logprobs is not None
         kl = kl_estimate(batch.old_logprobs, batch.ref_logprobs, config.kl_kind)  # (B, T)
     old_values = critic_values(critic, batch, config.micro_batch_size)  # (B, T)
     rewards = token_rewards(batch.rewards, mask, kl, config.kl_coef)  # (B, T)
     raw_advantages, returns = gae(rewards, old_values, mask, config.gamma, config.lam)  # (B, T) each
     advantages = masked_whiten(raw_advantages, mask)  # (B, T)
 
-    history: list[dict[str, float]] = []
+    history: list[tuple[dict[str, float], float]] = []  # (stats, response tokens) per micro-batch
     norms: list[dict[str, float]] = []
     for _ in range(config.ppo_epochs):
         order = torch.randperm(len(batch), device=mask.device)
         for mini_rows in micro_batches(len(batch), config.mini_batch_size):
             mini_idx = order[list(mini_rows)]  # (m,)
+            mini_mask = mask[mini_idx]
             policy_opt.zero_grad(set_to_none=True)
             critic_opt.zero_grad(set_to_none=True)
+
+            def actor_loss(view: ResponseView, mini_mask: torch.Tensor = mini_mask) -> torch.Tensor:
+                old = view.take(batch.old_logprobs, P) if batch.old_logprobs is not None else None
+                loss, stats = ppo_policy_loss(view.logprobs, view.logprobs.detach() if old is None else old,
+                                              view.take(advantages, P), view.response_mask, config)
+                history.append((stats, view.response_mask.sum().item()))
+                return loss * accumulation_weight(view.response_mask, mini_mask, config.loss_agg)
+
+            for _view in response_passes(policy, batch, mini_idx.tolist(), config.micro_batch_size, grad=True,
+                                         shared_prefix=shared_prefix, loss_fn=actor_loss):
+                pass
             for rows in micro_batches(len(mini_idx), config.micro_batch_size):
                 idx = mini_idx[list(rows)]  # (b,)
                 mb = batch.select(idx)
-                weight = accumulation_weight(mb.response_mask, mask[mini_idx], config.loss_agg)
-                logprobs = token_logprobs(
-                    policy, mb.input_ids, mb.attention_mask, temperature=config.temperature,
-                    start=mb.prompt_width,
-                )  # (b, T)
-                pg_loss, stats = ppo_policy_loss(
-                    logprobs, mb.old_logprobs, advantages[idx], mb.response_mask, config
-                )
-                (pg_loss * weight).backward()
+                weight = accumulation_weight(mb.response_mask, mini_mask, config.loss_agg)
                 values = critic(mb.input_ids, mb.attention_mask)  # (b, T)
                 vf_loss, vf_stats = value_loss(
                     values, old_values[idx], returns[idx], mb.response_mask, config.value_clip,
                     config.loss_agg,
                 )
                 (config.vf_coef * vf_loss * weight).backward()
-                history.append({**stats, **vf_stats})
+                history.append((vf_stats, mb.response_mask.sum().item()))
             norms.append({
                 "grad_norm": torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm).item(),
                 "critic_grad_norm": torch.nn.utils.clip_grad_norm_(
@@ -290,7 +306,8 @@ def ppo_update(
             policy_opt.step()
             critic_opt.step()
 
-    summary = {key: sum(s[key] for s in rows) / len(rows) for rows in (history, norms) for key in rows[0]}
+    summary = _token_weighted(history)
+    summary.update({key: sum(n[key] for n in norms) / len(norms) for key in norms[0]})
     summary.update(
         reward_mean=batch.rewards.float().mean().item(),
         value_mean=masked_mean(old_values, mask).item(),
@@ -300,3 +317,14 @@ def ppo_update(
         response_length=mask.sum(-1).float().mean().item(),
     )
     return summary
+
+
+def _token_weighted(history: list[tuple[dict[str, float], float]]) -> dict[str, float]:
+    """Per-key means over the micro-batches that report the key, weighted by their response tokens."""
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for stats, n in history:
+        for key, value in stats.items():
+            sums[key] = sums.get(key, 0.0) + value * n
+            weights[key] = weights.get(key, 0.0) + n
+    return {key: sums[key] / max(weights[key], 1.0) for key in sums}

@@ -4,9 +4,18 @@ prompts and in the same output format the RL agents produce. Any generation back
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    micro_batch_size: int = 2
+    """Examples per forward/backward (gradient accumulation). Our choice: the RL passes' micro-batch."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping, as the RL updates."""
 
 
 def sft_loss(
@@ -34,17 +43,17 @@ def sft_step(
     optimizer: torch.optim.Optimizer,
     prompts: Sequence[str],
     targets: Sequence[str],
-    micro_batch_size: int = 2,
-    max_grad_norm: float = 1.0,
+    config: SFTConfig = SFTConfig(),
 ) -> dict[str, float]:
+    """One optimizer step on the mean target cross-entropy, accumulated over micro-batches."""
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
-    for start in range(0, len(prompts), micro_batch_size):
-        chunk = slice(start, start + micro_batch_size)
+    for start in range(0, len(prompts), config.micro_batch_size):
+        chunk = slice(start, start + config.micro_batch_size)
         loss = sft_loss(model, tokenizer, prompts[chunk], targets[chunk])
         weight = len(prompts[chunk]) / len(prompts)
         (loss * weight).backward()
         total += loss.item() * weight
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm).item()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm).item()
     optimizer.step()
     return {"sft_loss": total, "grad_norm": grad_norm}
