@@ -727,6 +727,10 @@ def _connect(path: str, read_only: bool, timeout: float) -> sqlite3.Connection:
     """
     if read_only and path != ":memory:" and not Path(path).is_file():
         raise BankError(f"no bank at {path}")
+    if path != ":memory:" and Path(path).is_file() and Path(path).stat().st_size > 0:
+        with open(path, "rb") as handle:  # SQLite would take a short non-empty file for an empty database
+            if handle.read(16) != b"SQLite format 3\x00":
+                raise BankError(f"cannot open bank {path}: file is not a database")
     target = f"file:{quote(str(Path(path).absolute()))}?mode=ro" if read_only and path != ":memory:" else path
     try:
         conn = sqlite3.connect(
@@ -755,8 +759,9 @@ def _open_schema(
         raise IncompatibleBankError(f"{path} is an empty database, not a memory bank")
     if tables:
         meta = _check_meta(conn, path, tables, embedding_model, dim)
-    if read_only:
-        return _resolved(meta, embedding_model, dim)
+    needs_meta = (dim is not None and "dim" not in meta) or (embedding_model is not None and "embedding_model" not in meta)
+    if read_only or (tables and not needs_meta and _journal_mode(conn, path) == "wal"):
+        return _resolved(meta, embedding_model, dim)  # nothing to write: no write lock needed to open
     if path != ":memory:":
         conn.execute("PRAGMA journal_mode=WAL")  # a recognised bank or a new, empty file: ours to set up
     conn.execute("BEGIN IMMEDIATE")  # two processes creating the same new file must not both create
@@ -776,6 +781,10 @@ def _open_schema(
         if conn.in_transaction:
             conn.execute("ROLLBACK")
     return _resolved(meta, embedding_model, dim)
+
+
+def _journal_mode(conn: sqlite3.Connection, path: str) -> str:
+    return "wal" if path == ":memory:" else str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
 
 
 def _check_meta(
