@@ -207,8 +207,8 @@ class MemorySystem:
     def _ingest_turn(self, sample_id: str, owner: str, extraction: Extraction) -> TurnRecord:
         try:
             decision = self.manager.decide(self.store, owner, extraction.facts) if extraction.facts else None
-        except GenerationError as error:  # one failing turn never stops the turns after it
-            return self._skip_turn(owner, extraction, f"manager generation failed: {error}")
+        except (GenerationError, ValueError) as error:  # one failing turn never stops the turns after it
+            return self._skip_turn(owner, extraction, f"manager failed: {error}")
         with self.store.transaction():  # the operations and the turn-log row commit together
             applied: list[Operation] = []
             if decision is not None:
