@@ -36,7 +36,6 @@ from memory_r1.settings import apply_overrides
 eval_app = typer.Typer(help="Evaluate on LoCoMo (and the Memory Manager's decisions).")
 app.add_typer(eval_app, name="eval")
 
-SPLITS = ("val", "test", "train", "all")
 
 # ---------------------------------------------------------------- evaluation
 
@@ -89,8 +88,6 @@ def evaluate(
         return
     if system not in SYSTEMS:
         raise ValueError(f"unknown system {system!r}; choose one of: {', '.join(SYSTEMS)}")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     check_int("--seeds", seeds, 1, 1000)
     check_float("--temperature", temperature, 0.0, 10.0)
     check_int("--limit", limit, 1)
