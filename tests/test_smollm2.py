@@ -29,7 +29,7 @@ def test_smollm2_pipeline_ingests_and_answers(locomo_path, tmp_path):
     assert all(h.provenance.model == "smollm2-135m-instruct" for h in decisions)
 
     [answer] = system.answer(["When did Caroline go to the LGBTQ support group?"], "conv-26")
-    assert answer.raw_output.strip() and answer.prompt_version == "answer-v1"
+    assert answer.raw_output.strip() and answer.prompt_version == "answer-v2"
     assert answer.usage.prompt_tokens > 100
     assert set(answer.selected_memory_ids) <= {m.entry.id for m in answer.retrieved}
     system.store.close()

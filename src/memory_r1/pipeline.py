@@ -25,7 +25,7 @@ from memory_r1.agents import (
 )
 from memory_r1.bank import MemoryStore, SQLiteStore
 from memory_r1.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder, load_embedder
-from memory_r1.llm import Generator, load_generator
+from memory_r1.llm import GenerationError, Generator, load_generator
 from memory_r1.records import Answer, Conversation, Event, Operation, Turn, Usage, owner_id
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -67,6 +67,8 @@ class TurnRecord:
     extract: Usage
     manage: Usage | None  # None when the turn had no facts (no manager call)
     fact_texts: list[str] = field(default_factory=list)  # the manager's input, kept for RL datasets
+    truncated_chars: int = 0  # characters of the turn cut to fit the extraction prompt's budget
+    error: str | None = None  # the turn was skipped (not logged, so a rerun retries it): why
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -252,7 +254,10 @@ class MemorySystem:
         return report
 
     def _ingest_turn(self, sample_id: str, owner: str, extraction: Extraction) -> TurnRecord:
-        decision = self.manager.decide(self.store, owner, extraction.facts) if extraction.facts else None
+        try:
+            decision = self.manager.decide(self.store, owner, extraction.facts) if extraction.facts else None
+        except (GenerationError, ValueError) as error:  # one failing turn never stops the turns after it
+            return self._skip_turn(owner, extraction, f"manager failed: {error}")
         with self.store.transaction():  # the operations and the turn-log row commit together
             applied: list[Operation] = []
             if decision is not None:
@@ -270,9 +275,19 @@ class MemorySystem:
                 bank_size=self.store.count(owner),
                 extract=extraction.usage,
                 manage=decision.usage if decision else None,
+                truncated_chars=extraction.truncated_chars,
             )
             self.store.log_turn(sample_id, record.dia_id, record.to_json())
         return record
+
+    def _skip_turn(self, owner: str, extraction: Extraction, reason: str) -> TurnRecord:
+        """Record why a turn was skipped (a NOOP history row with the reason); its turn-log row is not
+        written, so the next ingest of the conversation tries it again."""
+        why = f"turn {extraction.turn.dia_id} skipped: {reason}"
+        self.store.record_noop(owner, provenance=self.manager.provenance, reason=why)
+        return TurnRecord(extraction.turn.dia_id, owner, len(extraction.facts), extraction.error, {}, 0, False,
+                          self.store.count(owner), extraction.usage, None,
+                          [f.text for f in extraction.facts], extraction.truncated_chars, why)
 
     def turn_records(self, sample_id: str) -> list[TurnRecord]:
         """Every turn ingested into this bank for a conversation, across resumed runs."""

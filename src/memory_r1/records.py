@@ -7,8 +7,38 @@ ScoredMemory (retrieval) -> Answer. Every stage returns these records, never bac
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """Any Python str made storable and tokenizable: surrogate pairs written as two code points are joined,
+    lone surrogates (e.g. from `surrogateescape`d bytes on a command line) become U+FFFD. Everything else,
+    NUL and control characters included, is kept as is."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def normalise_time(moment: datetime | None) -> datetime | None:
+    """Dialogue times are naive and in UTC everywhere: an aware time is converted to UTC and its zone
+    dropped; a naive one is read as UTC already (LoCoMo's times carry no zone). Any two then compare."""
+    if moment is None or moment.tzinfo is None:
+        return moment
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _normalise_fields(record: object, texts: tuple[str, ...], times: tuple[str, ...] = ()) -> None:
+    """Normalise text and time fields of a frozen record in place, once, where it is made."""
+    for name in texts:
+        value = getattr(record, name)
+        if isinstance(value, str):
+            object.__setattr__(record, name, clean_text(value))
+    for name in times:
+        object.__setattr__(record, name, normalise_time(getattr(record, name)))
 
 
 class Category(enum.IntEnum):
@@ -51,6 +81,9 @@ class Turn:
     occurred_at: datetime | None = None  # parsed timestamp, None if unparsable
     image_caption: str | None = None  # LoCoMo's blip_caption: the shared image, not part of `text`
 
+    def __post_init__(self) -> None:
+        _normalise_fields(self, ("speaker", "dia_id", "text", "timestamp", "image_caption"), ("occurred_at",))
+
     def render(self) -> str:
         """The turn as the agents see it: speaker, words, and any shared photo."""
         line = f"{self.speaker}: {self.text}"
@@ -65,6 +98,9 @@ class Session:
     timestamp: str
     occurred_at: datetime | None
     turns: tuple[Turn, ...]
+
+    def __post_init__(self) -> None:
+        _normalise_fields(self, ("timestamp",), ("occurred_at",))
 
 
 @dataclass(frozen=True)
@@ -86,6 +122,9 @@ class QAItem:
         """The question as the answering system sees it: with the date it is asked on, when known
         (LongMemEval's temporal questions count days from that date)."""
         return f"(Asked on {self.question_date}) {self.question}" if self.question_date else self.question
+
+    def __post_init__(self) -> None:
+        _normalise_fields(self, ("question", "answer", "adversarial_answer"))
 
 
 @dataclass(frozen=True)
@@ -117,6 +156,9 @@ class Fact:
     timestamp: str
     occurred_at: datetime | None = None
     source_turn_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _normalise_fields(self, ("text", "owner", "timestamp"), ("occurred_at",))
 
 
 class Event(str, enum.Enum):
@@ -166,6 +208,9 @@ class Operation:
     def unparsable(self) -> bool:
         return self.rejection is Rejection.UNPARSABLE
 
+    def __post_init__(self) -> None:
+        _normalise_fields(self, ("text", "old_text", "reason"))
+
 
 @dataclass(frozen=True)
 class Provenance:
@@ -187,6 +232,9 @@ class MemoryEntry:
     updated_at: datetime
     source_turn_ids: tuple[str, ...] = ()
     deleted: bool = False
+
+    def __post_init__(self) -> None:
+        _normalise_fields(self, (), ("occurred_at",))
 
 
 @dataclass(frozen=True)
@@ -237,6 +285,7 @@ class Answer:
     usage: Usage = field(default_factory=Usage)
     parse_error: str | None = None
     search_s: float = 0.0  # retrieval time (query embedding + bank search)
+    dropped_memories: int = 0  # retrieved but left out of the prompt to fit the model's window
 
 
 _SEP = "\x1f"

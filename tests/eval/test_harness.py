@@ -65,7 +65,7 @@ def test_rows_and_summary_add_up(conv30, tmp_path, scripted, make_system):
     assert ops["ADD"] == ops["turns"] == len(conv30.turns) and ops["parse_failure_rate"] == 0.0
     assert ops["bank_size"]["conv-30"][-1] == [len(conv30.turns), len(conv30.turns)]
     assert {"extract", "manage", "search", "answer"} <= set(summary["latency_s"])
-    assert summary["settings"]["prompts"]["answer"] == "answer-v1"
+    assert summary["settings"]["prompts"]["answer"] == "answer-v2"
     assert summary["per_question"] == {r["key"]: r["scores"] for r in rows}  # what paired comparisons read
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["overall"] == summary["overall"] and saved["run"]["system"] == "memory-r1"
@@ -119,7 +119,7 @@ def test_prompted_shares_the_memory_r1_bank(conv30, tmp_path, scripted, make_sys
     prompted = memory_r1(make_system, generator, distill=False)
     summary = run_eval(prompted, [conv30], EvalConfig(), tmp_path / "prompted", banks_dir=tmp_path / "banks").to_json()
     assert generator.calls == summary["questions"]  # answers only: no extraction or manager call, the bank was reused
-    assert summary["settings"]["prompts"]["answer"] == "answer-direct-v1"
+    assert summary["settings"]["prompts"]["answer"] == "answer-direct-v2"
     assert len(list((tmp_path / "banks").glob("*.db"))) == 1
 
 

@@ -119,7 +119,7 @@ def test_any_prose_around_a_json_label(prose, label, wrapper):
 
 def test_prompt_is_versioned_and_carries_the_three_texts():
     messages = judge_prompt.render("When did Ana move?", "7 May 2023", "May 7, 2023")
-    assert judge_prompt.VERSION == "judge-v1"
+    assert judge_prompt.VERSION == "judge-v2"
     assert [m["role"] for m in messages] == ["system", "user"]
     assert all(s in messages[-1]["content"] for s in ("When did Ana move?", "7 May 2023", "May 7, 2023"))
     assert "CORRECT" in messages[0]["content"] and "WRONG" in messages[0]["content"]
@@ -157,7 +157,7 @@ def test_judge_labels_and_records_provenance(scripted, tmp_path):
     results = Judge(generator, cache_path=tmp_path / "judge.sqlite").judge(ITEMS)
     assert [r.label for r in results] == ["CORRECT", "WRONG", "CORRECT", None]
     assert [r.correct for r in results] == [True, False, True, None]
-    assert all(r.model == "scripted" and r.prompt_version == "judge-v1" for r in results)
+    assert all(r.model == "scripted" and r.prompt_version == "judge-v2" for r in results)
     assert not any(r.cached for r in results)
     assert results[0].reasoning == "Compared the two answers."
     assert results[3].error and results[3].raw_output == "I am not sure what to say here."
@@ -232,7 +232,7 @@ def test_tiny_model_judges_end_to_end(tiny_generator, tmp_path):
     assert len(results) == 3
     assert any(r.label is None for r in results)  # a random model writes no label (seeded, greedy)
     for result in results:  # gibberish is a recorded per-question failure, never an exception
-        assert result.model == "tiny-random" and result.prompt_version == "judge-v1"
+        assert result.model == "tiny-random" and result.prompt_version == "judge-v2"
         assert (result.label is None) == (result.error is not None)
         assert isinstance(result.raw_output, str)
     with sqlite3.connect(path) as conn:

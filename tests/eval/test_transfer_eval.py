@@ -42,7 +42,7 @@ def test_judge_caches_per_rule(tmp_path: Path, scripted) -> None:
     items = [JudgeItem("q", "g", "p"), JudgeItem("q", "g", "p", "temporal-reasoning"), JudgeItem("q", "g", "p", "abstention")]
     results = judge.judge(items)
     assert generator.calls == 3  # same texts, three rules: three judgements
-    assert [r.prompt_version for r in results] == ["judge-v1", "judge-longmemeval-v1/temporal-reasoning",
+    assert [r.prompt_version for r in results] == ["judge-v2", "judge-longmemeval-v1/temporal-reasoning",
                                                    "judge-longmemeval-v1/abstention"]
     assert all(r.cached for r in judge.judge(items)) and generator.calls == 3
 

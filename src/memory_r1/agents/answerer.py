@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from memory_r1.agents.parsing import parse_answer
 from memory_r1.bank import MemoryStore
 from memory_r1.embeddings import Embedder
-from memory_r1.llm.base import GenerationConfig, Generator, Message
+from memory_r1.llm.base import (
+    Generation,
+    GenerationConfig,
+    GenerationError,
+    Generator,
+    Message,
+    PromptBudget,
+    prompt_limit,
+)
 from memory_r1.prompts import answer as answer_prompt
 from memory_r1.prompts import answer_direct
-from memory_r1.records import Answer, ScoredMemory, Usage
+from memory_r1.records import Answer, ScoredMemory, Usage, normalise_time
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,11 @@ class AnswerConfig:
     (the Mem0-style baseline and the paper's "without distillation" ablation)."""
     temperature: float = 0.0
     """Paper: greedy at test time. Above 0 for sampled evaluation runs (`memory-r1 eval --seeds`)."""
+    max_memory_chars: int = 1000
+    """Our choice: a memory longer than this is shown cut (memories the manager writes are one sentence;
+    a bank filled by other means may hold anything). Bounds the prompt on every backend."""
+    max_question_chars: int = 2000
+    """Our choice: a question longer than this is shown cut."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,7 @@ class AnswerPrompt:
     messages: list[Message]
     numbered: dict[int, ScoredMemory]  # number shown in the prompt -> memory
     search_s: float = 0.0
+    dropped: int = 0  # retrieved memories left out (lowest scores first) to fit the model's window
 
 
 class AnswerAgent:
@@ -64,18 +78,42 @@ class AnswerAgent:
 
     def _build(self, store: MemoryStore, question: str, vector, owners: Sequence[tuple[str, str]], embed_s: float) -> AnswerPrompt:
         start = time.perf_counter()
+        retrieved = [(speaker, store.search(owner, vector, self.config.top_k_per_speaker)) for speaker, owner in owners]
+        search_s = embed_s + time.perf_counter() - start
+        question = _cut(question, self.config.max_question_chars)
+        built = self._render(question, retrieved, None)
+        limit = prompt_limit(self.generator, self.config.max_new_tokens)
+        if limit is None or not isinstance(self.generator, PromptBudget):
+            return replace(built, search_s=search_s)
+        if self.generator.prompt_tokens(built.messages) <= limit:
+            return replace(built, search_s=search_s)
+        # Over the window: keep the best-scoring memories that fit (binary search on how many).
+        scores = sorted((h.score for _, hits in retrieved for h in hits), reverse=True)
+        lo, hi = 0, len(scores)  # keeping lo memories fits (or lo == 0), keeping hi does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            fits = self.generator.prompt_tokens(self._render(question, retrieved, mid).messages) <= limit
+            lo, hi = (mid, hi) if fits else (lo, mid)
+        return replace(self._render(question, retrieved, lo), search_s=search_s)
+
+    def _render(
+        self, question: str, retrieved: list[tuple[str, list[ScoredMemory]]], keep: int | None
+    ) -> AnswerPrompt:
+        """The prompt with the `keep` best-scoring memories (ties: lower id), or all of them."""
+        pool = [h for _, hits in retrieved for h in hits]
+        best = sorted(pool, key=lambda h: (-h.score, h.entry.id))[: len(pool) if keep is None else keep]
+        kept = {h.entry.id for h in best}
         numbered: dict[int, ScoredMemory] = {}
         blocks: list[tuple[str, list[str]]] = []
-        for speaker, owner in owners:
-            hits = sorted(store.search(owner, vector, self.config.top_k_per_speaker), key=_chronological)
+        for speaker, hits in retrieved:
             lines = []
-            for hit in hits:
+            for hit in sorted((h for h in hits if h.entry.id in kept), key=_chronological):
                 number = len(numbered) + 1
                 numbered[number] = hit
-                lines.append(answer_prompt.format_memory(number, hit.entry.timestamp, hit.entry.text))
+                text = _cut(hit.entry.text, self.config.max_memory_chars)
+                lines.append(answer_prompt.format_memory(number, hit.entry.timestamp, text))
             blocks.append((speaker, lines))
-        search_s = embed_s + time.perf_counter() - start
-        return AnswerPrompt(self.prompt.render(question, blocks), numbered, search_s)
+        return AnswerPrompt(self.prompt.render(question, blocks), numbered, 0.0, len(pool) - len(numbered))
 
     def answer(
         self, store: MemoryStore, questions: Sequence[str], owners: Sequence[tuple[str, str]], seed: int | None = None
@@ -86,15 +124,39 @@ class AnswerAgent:
     def answer_prompts(self, questions: Sequence[str], built: Sequence[AnswerPrompt], seed: int | None = None) -> list[Answer]:
         """The answer step on prompts already built (from one bank or several): one batched generation."""
         config = GenerationConfig(max_new_tokens=self.config.max_new_tokens, temperature=self.config.temperature, seed=seed)
-        outputs = self.generator.generate([b.messages for b in built], config)
-        return [self.to_answer(q, b, g.text, g.usage) for q, b, g in zip(questions, built, outputs, strict=True)]
+        outputs = self._generate([b.messages for b in built], config)
+        return [self.to_answer(q, b, g.text, g.usage) if isinstance(g, Generation)
+                else replace(self.to_answer(q, b, ""), parse_error=g)
+                for q, b, g in zip(questions, built, outputs, strict=True)]
+
+    def _generate(self, prompts: list[list[Message]], config: GenerationConfig) -> list[Generation | str]:
+        """One Generation per prompt; if the batch fails, prompt by prompt, so one bad question never
+        costs the others (its error is returned in its place)."""
+        try:
+            return list(self.generator.generate(prompts, config))
+        except GenerationError as error:
+            if len(prompts) == 1:
+                return [f"generation failed: {error}"]
+        results: list[Generation | str] = []
+        for messages in prompts:
+            try:
+                results.append(self.generator.generate([messages], config)[0])
+            except GenerationError as error:
+                results.append(f"generation failed: {error}")
+        return results
 
     def to_answer(self, question: str, built: AnswerPrompt, raw: str, usage: Usage = Usage()) -> Answer:
         parsed = parse_answer(raw, set(built.numbered))
         selected = tuple(built.numbered[n].entry.id for n in parsed.selected_numbers)
         return Answer(question, parsed.answer, selected, tuple(built.numbered.values()), raw, self.prompt_version,
-                      usage=usage, parse_error=parsed.error, search_s=built.search_s)
+                      usage=usage, parse_error=parsed.error, search_s=built.search_s,
+                      dropped_memories=built.dropped)
 
 
 def _chronological(hit: ScoredMemory) -> tuple[datetime, int]:
-    return (hit.entry.occurred_at or datetime.min, hit.entry.id)
+    """Oldest first, unknown times first; times are naive UTC (records.normalise_time), so they compare."""
+    return (normalise_time(hit.entry.occurred_at) or datetime.min, hit.entry.id)
+
+
+def _cut(text: str, keep: int) -> str:
+    return text if len(text) <= keep else text[:keep] + " [...]"

@@ -198,10 +198,12 @@ def apply_operations(
                 elif op.event is Event.DELETE and op.memory_id is not None:
                     store.delete(op.memory_id, provenance=provenance)
                 else:
-                    store.record_noop(owner, provenance=provenance, memory_id=op.memory_id, reason=op.reason)
+                    store.record_noop(owner, provenance=provenance, memory_id=op.memory_id, reason=op.reason,
+                                      proposed_text=op.text if op.reason else None)
             except (MemoryNotFoundError, ValueError) as error:  # vanished target; an unstorable embedding
                 op = Operation(Event.NOOP, op.memory_id, op.text, op.old_text, reason=str(error),
                                rejection=Rejection.STORE_ERROR)
-                store.record_noop(owner, provenance=provenance, memory_id=None, reason=op.reason)
+                store.record_noop(owner, provenance=provenance, memory_id=None, reason=op.reason,
+                                  proposed_text=op.text)
             applied.append(op)
     return applied

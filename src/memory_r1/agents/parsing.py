@@ -176,10 +176,11 @@ def _resolve(
     if event is Event.NOOP:
         return Operation(Event.NOOP, memory_id=memory_id)
     if memory_id is None:
-        return Operation(Event.NOOP, reason=f"{event.value} of unknown id {excerpt(raw_id)}", rejection=Rejection.UNKNOWN_ID)
+        return Operation(Event.NOOP, text=text or None, reason=f"{event.value} of unknown id {excerpt(raw_id)}",
+                         rejection=Rejection.UNKNOWN_ID)
     if memory_id in touched:
-        return Operation(Event.NOOP, memory_id=memory_id, reason=f"second {event.value} of the same memory",
-                         rejection=Rejection.SECOND_CHANGE)
+        return Operation(Event.NOOP, memory_id=memory_id, text=text or None,
+                         reason=f"second {event.value} of the same memory", rejection=Rejection.SECOND_CHANGE)
     if event is Event.DELETE:
         return Operation(Event.DELETE, memory_id=memory_id, old_text=old)
     if not text:

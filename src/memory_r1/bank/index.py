@@ -60,11 +60,28 @@ def similarity(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
         return matrix @ queries.T  # (n, Q)
 
 
-def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k best scores, best first, ties broken by lower id (deterministic even at the cut)."""
-    if k < len(scores):
-        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-        candidates = np.flatnonzero(scores >= kth)  # usually exactly k; more only on ties at the cut
+SCORE_MARGIN = 1e-4
+"""Candidates within this much of the k-th float32 score are re-scored exactly. Our choice: float32 dot
+products of unit vectors differ between BLAS kernels (one query vs a batch) by ~1e-7; 1e-4 covers that
+with room to spare and rarely adds more than a few rows."""
+
+
+def top_k_exact(
+    matrix: np.ndarray, ids: np.ndarray, query: np.ndarray, scores: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions of the k best memories, best first, and their exact scores.
+
+    `scores` (n,) are the float32 matmul scores, used only to preselect; the candidates are re-scored in
+    float64, row by row, so the result does not depend on how many queries shared the matmul. Order:
+    higher exact score first, equal scores broken by lower id: the same rule for `search` and
+    `search_many`, and for any store that follows the contract.
+    """
+    n = len(scores)
+    if k < n:
+        kth = np.partition(scores, n - k)[n - k]
+        candidates = np.flatnonzero(scores >= kth - SCORE_MARGIN)  # (c,), c >= k
     else:
-        candidates = np.arange(len(scores))
-    return candidates[np.lexsort((ids[candidates], -scores[candidates]))][:k]
+        candidates = np.arange(n)
+    exact = (matrix[candidates].astype(np.float64) * query.astype(np.float64)).sum(axis=1)  # (c,)
+    order = np.lexsort((ids[candidates], -exact))[:k]
+    return candidates[order], exact[order]

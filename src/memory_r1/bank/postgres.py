@@ -242,14 +242,16 @@ class PostgresStore:
         return self.get(memory_id)
 
     def record_noop(self, owner: str, *, provenance: Provenance, memory_id: int | None = None,
-                    reason: str | None = None) -> HistoryRecord:
+                    reason: str | None = None, proposed_text: str | None = None) -> HistoryRecord:
+        """As `SQLiteStore.record_noop`: after_text is what a rejected ADD/UPDATE proposed, else the text."""
         with self.transaction(), self._cursor() as cur:
             text = None
             if memory_id is not None:
                 mem_owner, text, *_ = self._live_row(cur, memory_id)
                 if mem_owner != owner:
                     raise MemoryNotFoundError(f"memory {memory_id} belongs to {mem_owner!r}, not {owner!r}")
-            cur.execute(_LOG_SQL, _log_row(memory_id, owner, "NOOP", text, text, provenance, reason, _now()))
+            after = proposed_text if proposed_text is not None else text
+            cur.execute(_LOG_SQL, _log_row(memory_id, owner, "NOOP", text, after, provenance, reason, _now()))
             hid = cur.fetchone()[0]
         return self._history_row(hid)
 

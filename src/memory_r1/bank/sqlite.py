@@ -8,6 +8,12 @@ Search never scans the table: each owner's live embeddings are kept in memory as
 updated in place by this store's own writes and dropped when another connection commits (PRAGMA
 data_version) or a transaction rolls back. A query is then one matmul plus an argpartition.
 
+Several connections (threads, processes) may share one file: every write starts with BEGIN IMMEDIATE and
+then re-checks PRAGMA data_version, so the cached indexes never lag behind another connection's commits.
+A file is modified only once it is recognised as a bank (or is new and empty); `read_only=True` opens with
+SQLite's `mode=ro` and never writes. SQLite errors (locked beyond the busy timeout, read-only file, I/O)
+surface as `BankError` with the path, never as raw `sqlite3` exceptions.
+
 Durability: files use WAL with synchronous=NORMAL, so readers never block the writer and a crashed process
 neither loses a committed transaction nor exposes an uncommitted one; a power cut may lose the last commits.
 """
@@ -22,12 +28,21 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
-from memory_r1.bank.index import OwnerIndex, similarity, top_k
+from memory_r1.bank.index import OwnerIndex, similarity, top_k_exact
 from memory_r1.bank.store import BankError, IncompatibleBankError, MemoryNotFoundError
-from memory_r1.records import Event, HistoryRecord, MemoryEntry, Provenance, ScoredMemory
+from memory_r1.records import (
+    Event,
+    HistoryRecord,
+    MemoryEntry,
+    Provenance,
+    ScoredMemory,
+    clean_text,
+    normalise_time,
+)
 
 SCHEMA_VERSION = 1
 UNDO = "UNDO"
@@ -89,20 +104,36 @@ _LOG_SQL = (
 
 
 class SQLiteStore:
-    """Memory bank in one SQLite file (default: in memory). Thread-safe: one connection behind a lock."""
+    """Memory bank in one SQLite file (default: in memory). Thread-safe: one connection behind a lock.
+
+    `read_only`: open an existing bank without ever writing to it (read-only commands, read-only files).
+    `busy_timeout`: seconds to wait for another connection's write lock before failing with BankError
+    (sqlite3's default, 5 s).
+    """
 
     def __init__(
-        self, path: str | Path = ":memory:", *, embedding_model: str | None = None, dim: int | None = None
+        self,
+        path: str | Path = ":memory:",
+        *,
+        embedding_model: str | None = None,
+        dim: int | None = None,
+        read_only: bool = False,
+        busy_timeout: float = 5.0,
     ) -> None:
         self.path = str(path)
+        self.read_only = read_only
+        self.busy_timeout = busy_timeout
         self._lock = threading.RLock()
         self._depth = 0  # transaction nesting; only the outermost commits
         self._touched: set[str] = set()  # owners whose cached index changed in the open transaction
         self._indexes: dict[str, OwnerIndex] = {}
-        self._conn = _connect(self.path)
+        self._conn = _connect(self.path, read_only, busy_timeout)
         try:
-            self._dim, self._model = _open_schema(self._conn, self.path, embedding_model, dim)
-        except (BankError, sqlite3.Error):
+            self._dim, self._model = _open_schema(self._conn, self.path, embedding_model, dim, read_only)
+        except sqlite3.Error as error:
+            self._conn.close()
+            raise BankError(_describe(self.path, error, busy_timeout)) from error
+        except BankError:
             self._conn.close()
             raise
         self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
@@ -159,39 +190,39 @@ class SQLiteStore:
         n = len(texts)
         if n == 0:
             return []
-        times = list(timestamps) if timestamps is not None else [""] * n
-        occurred = list(occurred_at) if occurred_at is not None else [None] * n
-        sources = [tuple(s) for s in source_turn_ids] if source_turn_ids is not None else [()] * n
+        owner, texts = clean_text(owner), [clean_text(t) for t in texts]
+        times = [clean_text(t) for t in timestamps] if timestamps is not None else [""] * n
+        occurred = [normalise_time(o) for o in occurred_at] if occurred_at is not None else [None] * n
+        sources = [tuple(map(clean_text, s)) for s in source_turn_ids] if source_turn_ids is not None else [()] * n
         now = _now()
-        with self._lock:
+        with self._guard(), self.transaction():
             vectors = self._vectors(embeddings)
             if not len(vectors) == len(times) == len(occurred) == len(sources) == n:
                 raise ValueError(
                     "add_many: texts, embeddings and per-memory fields must have the same length"
                 )
-            with self.transaction():
-                start = self._conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM memories").fetchone()[0]
-                ids = range(start, start + n)
-                self._conn.executemany(
-                    f"INSERT INTO memories ({_ENTRY_COLS}, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
-                    (
-                        (i, owner, t, ts, _iso(oc), now, now, json.dumps(src), v.tobytes())
-                        for i, t, ts, oc, src, v in zip(
-                            ids, texts, times, occurred, sources, vectors, strict=True
-                        )
-                    ),
-                )
-                self._conn.executemany(
-                    _LOG_SQL,
-                    (
-                        _log_row(i, owner, Event.ADD.value, None, t, provenance, reason, now)
-                        for i, t in zip(ids, texts, strict=True)
-                    ),
-                )
-                if self._dim is None:
-                    self._dim = vectors.shape[1]
-                    self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('dim', ?)", (str(self._dim),))
-                self._cache_append(owner, np.fromiter(ids, np.int64, n), occurred, vectors)
+            start = self._conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM memories").fetchone()[0]
+            ids = range(start, start + n)
+            self._conn.executemany(
+                f"INSERT INTO memories ({_ENTRY_COLS}, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                (
+                    (i, owner, t, ts, _iso(oc), now, now, json.dumps(src), v.tobytes())
+                    for i, t, ts, oc, src, v in zip(
+                        ids, texts, times, occurred, sources, vectors, strict=True
+                    )
+                ),
+            )
+            self._conn.executemany(
+                _LOG_SQL,
+                (
+                    _log_row(i, owner, Event.ADD.value, None, t, provenance, _clean(reason), now)
+                    for i, t in zip(ids, texts, strict=True)
+                ),
+            )
+            if self._dim is None:
+                self._dim = vectors.shape[1]
+                self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('dim', ?)", (str(self._dim),))
+            self._cache_append(owner, np.fromiter(ids, np.int64, n), occurred, vectors)
         created = datetime.fromisoformat(now)
         return [
             MemoryEntry(i, owner, t, ts, oc, created, created, src)
@@ -211,53 +242,63 @@ class SQLiteStore:
         source_turn_ids: Sequence[str] | None = None,
     ) -> MemoryEntry:
         """Rewrite a memory in place (same id). Dialogue-time fields left as None keep their old values."""
-        with self._lock:
+        text = clean_text(text)
+        with self._guard(), self.transaction():  # read and write under one write lock: no lost update
             vector = self._vectors(_one(embedding))[0]
             owner, old_text, old_ts, old_oc, old_src, old_blob = self._live_row(memory_id)
-            new_ts = old_ts if timestamp is None else timestamp
+            new_ts = old_ts if timestamp is None else clean_text(timestamp)
             new_oc = old_oc if occurred_at is None else _iso(occurred_at)
-            new_src = old_src if source_turn_ids is None else json.dumps(list(source_turn_ids))
+            new_src = old_src if source_turn_ids is None else json.dumps([clean_text(s) for s in source_turn_ids])
             now = _now()
-            with self.transaction():
-                self._conn.execute(
-                    "UPDATE memories SET text = ?, embedding = ?, timestamp = ?, occurred_at = ?,"
-                    " source_turn_ids = ?, updated_at = ? WHERE id = ?",
-                    (text, vector.tobytes(), new_ts, new_oc, new_src, now, memory_id),
+            self._conn.execute(
+                "UPDATE memories SET text = ?, embedding = ?, timestamp = ?, occurred_at = ?,"
+                " source_turn_ids = ?, updated_at = ? WHERE id = ?",
+                (text, vector.tobytes(), new_ts, new_oc, new_src, now, memory_id),
+            )
+            before = (old_blob, old_ts, old_oc, old_src)
+            self._log(
+                _log_row(
+                    memory_id, owner, "UPDATE", old_text, text, provenance, _clean(reason), now, before=before
                 )
-                before = (old_blob, old_ts, old_oc, old_src)
-                self._log(
-                    _log_row(
-                        memory_id, owner, "UPDATE", old_text, text, provenance, reason, now, before=before
-                    )
-                )
-                self._cache_replace(owner, memory_id, vector, _parse(new_oc))
+            )
+            self._cache_replace(owner, memory_id, vector, _parse(new_oc))
             return self.get(memory_id)
 
     def delete(self, memory_id: int, *, provenance: Provenance, reason: str | None = None) -> MemoryEntry:
         """Soft delete: the row stays (for history and undo) but leaves search, list and count."""
-        with self._lock:
+        with self._guard(), self.transaction():
             owner, text, *_ = self._live_row(memory_id)
             now = _now()
-            with self.transaction():
-                self._conn.execute(
-                    "UPDATE memories SET deleted = 1, updated_at = ? WHERE id = ?", (now, memory_id)
-                )
-                self._log(_log_row(memory_id, owner, "DELETE", text, None, provenance, reason, now))
-                self._cache_remove(owner, memory_id)
+            self._conn.execute(
+                "UPDATE memories SET deleted = 1, updated_at = ? WHERE id = ?", (now, memory_id)
+            )
+            self._log(_log_row(memory_id, owner, "DELETE", text, None, provenance, _clean(reason), now))
+            self._cache_remove(owner, memory_id)
             return self.get(memory_id)
 
     def record_noop(
-        self, owner: str, *, provenance: Provenance, memory_id: int | None = None, reason: str | None = None
+        self,
+        owner: str,
+        *,
+        provenance: Provenance,
+        memory_id: int | None = None,
+        reason: str | None = None,
+        proposed_text: str | None = None,
     ) -> HistoryRecord:
-        """Log a decision that changed nothing, so rejected and NONE operations stay auditable."""
-        with self._lock:
+        """Log a decision that changed nothing, so rejected and NONE operations stay auditable.
+
+        before_text is the memory's text (if one is named); after_text is `proposed_text`, what a rejected
+        ADD/UPDATE wanted to write, or else the unchanged text.
+        """
+        owner = clean_text(owner)
+        with self._guard(), self.transaction():
             text = None
             if memory_id is not None:
                 mem_owner, text, *_ = self._live_row(memory_id)
                 if mem_owner != owner:
                     raise MemoryNotFoundError(f"memory {memory_id} belongs to {mem_owner!r}, not {owner!r}")
-            with self.transaction():
-                hid = self._log(_log_row(memory_id, owner, "NOOP", text, text, provenance, reason, _now()))
+            after = clean_text(proposed_text) if proposed_text is not None else text
+            hid = self._log(_log_row(memory_id, owner, "NOOP", text, after, provenance, _clean(reason), _now()))
             return self._history_row(hid)
 
     def undo(
@@ -272,7 +313,7 @@ class SQLiteStore:
         Later live events on the same memory must be undone first, so the memory is back in exactly the
         state the event left it in and reverting it restores the state before it.
         """
-        with self._lock:
+        with self._guard(), self.transaction():
             hid, memory_id, event = self._undo_target(history_id)
             owner, text, ts, oc, src, blob = self._conn.execute(
                 "SELECT owner, text, timestamp, occurred_at, source_turn_ids, embedding"
@@ -280,53 +321,52 @@ class SQLiteStore:
                 (memory_id,),
             ).fetchone()
             now = _now()
-            why = reason or f"undo of #{hid} {event}"
-            with self.transaction():
-                if event == Event.ADD.value:
-                    self._conn.execute(
-                        "UPDATE memories SET deleted = 1, updated_at = ? WHERE id = ?", (now, memory_id)
+            why = _clean(reason) or f"undo of #{hid} {event}"
+            if event == Event.ADD.value:
+                self._conn.execute(
+                    "UPDATE memories SET deleted = 1, updated_at = ? WHERE id = ?", (now, memory_id)
+                )
+                undo_id = self._log(
+                    _log_row(memory_id, owner, UNDO, text, None, provenance, why, now, undoes=hid)
+                )
+                self._cache_remove(owner, memory_id)
+            elif event == Event.DELETE.value:
+                self._conn.execute(
+                    "UPDATE memories SET deleted = 0, updated_at = ? WHERE id = ?", (now, memory_id)
+                )
+                undo_id = self._log(
+                    _log_row(memory_id, owner, UNDO, None, text, provenance, why, now, undoes=hid)
+                )
+                vector = np.frombuffer(blob, np.float32)
+                self._cache_append(owner, np.array([memory_id], np.int64), [_parse(oc)], vector[None])
+            else:  # UPDATE
+                b_text, b_blob, b_ts, b_oc, b_src = self._conn.execute(
+                    "SELECT before_text, before_embedding, before_timestamp, before_occurred_at,"
+                    " before_source_turn_ids FROM history WHERE id = ?",
+                    (hid,),
+                ).fetchone()
+                self._conn.execute(
+                    "UPDATE memories SET text = ?, embedding = ?, timestamp = ?, occurred_at = ?,"
+                    " source_turn_ids = ?, updated_at = ? WHERE id = ?",
+                    (b_text, b_blob, b_ts, b_oc, b_src, now, memory_id),
+                )
+                replaced = (blob, ts, oc, src)  # so this UNDO row, too, records what it overwrote
+                undo_id = self._log(
+                    _log_row(
+                        memory_id,
+                        owner,
+                        UNDO,
+                        text,
+                        b_text,
+                        provenance,
+                        why,
+                        now,
+                        before=replaced,
+                        undoes=hid,
                     )
-                    undo_id = self._log(
-                        _log_row(memory_id, owner, UNDO, text, None, provenance, why, now, undoes=hid)
-                    )
-                    self._cache_remove(owner, memory_id)
-                elif event == Event.DELETE.value:
-                    self._conn.execute(
-                        "UPDATE memories SET deleted = 0, updated_at = ? WHERE id = ?", (now, memory_id)
-                    )
-                    undo_id = self._log(
-                        _log_row(memory_id, owner, UNDO, None, text, provenance, why, now, undoes=hid)
-                    )
-                    vector = np.frombuffer(blob, np.float32)
-                    self._cache_append(owner, np.array([memory_id], np.int64), [_parse(oc)], vector[None])
-                else:  # UPDATE
-                    b_text, b_blob, b_ts, b_oc, b_src = self._conn.execute(
-                        "SELECT before_text, before_embedding, before_timestamp, before_occurred_at,"
-                        " before_source_turn_ids FROM history WHERE id = ?",
-                        (hid,),
-                    ).fetchone()
-                    self._conn.execute(
-                        "UPDATE memories SET text = ?, embedding = ?, timestamp = ?, occurred_at = ?,"
-                        " source_turn_ids = ?, updated_at = ? WHERE id = ?",
-                        (b_text, b_blob, b_ts, b_oc, b_src, now, memory_id),
-                    )
-                    replaced = (blob, ts, oc, src)  # so this UNDO row, too, records what it overwrote
-                    undo_id = self._log(
-                        _log_row(
-                            memory_id,
-                            owner,
-                            UNDO,
-                            text,
-                            b_text,
-                            provenance,
-                            why,
-                            now,
-                            before=replaced,
-                            undoes=hid,
-                        )
-                    )
-                    self._cache_replace(owner, memory_id, np.frombuffer(b_blob, np.float32), _parse(b_oc))
-                self._conn.execute("UPDATE history SET undone = 1 WHERE id = ?", (hid,))
+                )
+                self._cache_replace(owner, memory_id, np.frombuffer(b_blob, np.float32), _parse(b_oc))
+            self._conn.execute("UPDATE history SET undone = 1 WHERE id = ?", (hid,))
             return self._history_row(undo_id)
 
     @contextmanager
@@ -334,9 +374,13 @@ class SQLiteStore:
         """Writes inside commit together or roll back together. Re-entrant: inner levels are savepoints,
         so a failing inner block rolls back only itself; only the outermost level commits. The lock is
         held throughout, so another thread's writes cannot slip into this transaction."""
-        with self._lock:
+        with self._guard():
             level = self._depth
+            if level == 0 and self.read_only:
+                raise BankError(f"{self.path}: bank opened read-only; this command cannot change it")
             self._conn.execute("BEGIN IMMEDIATE" if level == 0 else f"SAVEPOINT level{level}")
+            if level == 0:
+                self._sync()  # we now hold the write lock: catch up with other connections' commits
             self._depth += 1
             ok = False
             try:
@@ -360,14 +404,15 @@ class SQLiteStore:
     def log_turn(self, sample_id: str, dia_id: str, record: dict) -> None:
         """Mark a dialogue turn as ingested. Called inside the transaction that applied the turn's
         operations, so after a crash a turn is either fully in the bank and logged, or neither."""
-        with self._lock, self.transaction():
+        with self._guard(), self.transaction():
             self._conn.execute(
-                "INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?)", (sample_id, dia_id, json.dumps(record), _now())
+                "INSERT OR REPLACE INTO turns VALUES (?, ?, ?, ?)",
+                (clean_text(sample_id), clean_text(dia_id), clean_text(json.dumps(record)), _now()),
             )
 
     def turn_log(self, sample_id: str) -> dict[str, dict]:
         """dia_id -> record of every ingested turn of a conversation, in ingestion order."""
-        with self._lock:
+        with self._guard():
             rows = self._conn.execute(
                 "SELECT dia_id, record FROM turns WHERE sample_id = ? ORDER BY rowid", (sample_id,)
             ).fetchall()
@@ -438,7 +483,7 @@ class SQLiteStore:
 
     def get(self, memory_id: int) -> MemoryEntry:
         """The memory with this id, soft-deleted ones included (`deleted=True`)."""
-        with self._lock:
+        with self._guard():
             row = self._conn.execute(
                 f"SELECT {_ENTRY_COLS} FROM memories WHERE id = ?", (memory_id,)
             ).fetchone()
@@ -449,7 +494,7 @@ class SQLiteStore:
     def list(self, owner: str | None = None, *, include_deleted: bool = False) -> builtins.list[MemoryEntry]:
         """Memories in id (insertion) order."""
         where, args = _where(owner=owner, deleted=None if include_deleted else 0)
-        with self._lock:
+        with self._guard():
             rows = self._conn.execute(
                 f"SELECT {_ENTRY_COLS} FROM memories{where} ORDER BY id", args
             ).fetchall()
@@ -457,14 +502,14 @@ class SQLiteStore:
 
     def owners(self) -> builtins.list[str]:
         """Owners with at least one live memory, sorted."""
-        with self._lock:
+        with self._guard():
             rows = self._conn.execute("SELECT DISTINCT owner FROM memories WHERE deleted = 0 ORDER BY owner")
             return [r[0] for r in rows]
 
     def count(self, owner: str | None = None) -> int:
         """Number of live memories (of one owner, or all)."""
         where, args = _where(owner=owner, deleted=0)
-        with self._lock:
+        with self._guard():
             return self._conn.execute(f"SELECT COUNT(*) FROM memories{where}", args).fetchone()[0]
 
     def search(
@@ -476,7 +521,10 @@ class SQLiteStore:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> builtins.list[ScoredMemory]:
-        """Top-k live memories of `owner` by cosine similarity, best first (ties: lower id first).
+        """Top-k live memories of `owner` by cosine similarity, best first; equal scores: lower id first.
+
+        Scores are recomputed in float64 for the preselected candidates, so `search` and `search_many`
+        return the same memories, scores and order for the same query (see `index.top_k_exact`).
 
         `since`/`until` keep memories whose occurred_at lies in [since, until]; memories without one are
         then excluded. Naive datetimes are read as UTC on both sides.
@@ -496,7 +544,8 @@ class SQLiteStore:
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         queries = self._vectors(query_embeddings)  # (Q, D)
-        with self._lock:
+        since, until = normalise_time(since), normalise_time(until)
+        with self._guard():
             index = self._index(owner)
             if index is None or k == 0:
                 return [[] for _ in queries]
@@ -507,12 +556,12 @@ class SQLiteStore:
                 times = index.times[: index.n]
                 rows = np.flatnonzero((times >= lo) & (times <= hi))  # NaN (unknown time) fails both
                 matrix, ids = matrix[rows], ids[rows]
-            scores = similarity(matrix, queries)  # (n, Q)
-            picks = [top_k(scores[:, j], ids, k) for j in range(len(queries))]
-            entries = self._entries({int(i) for p in picks for i in ids[p]})
+            scores = similarity(matrix, queries)  # (n, Q) float32, for preselection only
+            picks = [top_k_exact(matrix, ids, queries[j], scores[:, j], k) for j in range(len(queries))]
+            entries = self._entries({int(i) for rows, _ in picks for i in ids[rows]})
         return [
-            [ScoredMemory(entries[int(ids[p])], float(scores[p, j])) for p in pick]
-            for j, pick in enumerate(picks)
+            [ScoredMemory(entries[int(ids[r])], float(score)) for r, score in zip(rows, exact, strict=True)]
+            for rows, exact in picks
         ]
 
     def history(
@@ -523,7 +572,7 @@ class SQLiteStore:
         sql = f"SELECT {_HISTORY_COLS} FROM history{where} ORDER BY id DESC"
         if limit is not None:
             sql, args = sql + " LIMIT ?", (*args, limit)
-        with self._lock:
+        with self._guard():
             rows = self._conn.execute(sql, args).fetchall()
         return [_history(r) for r in reversed(rows)]
 
@@ -531,9 +580,10 @@ class SQLiteStore:
 
     def fork(self) -> SQLiteStore:
         """An independent in-memory copy (sqlite3 backup), e.g. for an RL rollout to try operations on."""
-        with self._lock:
+        with self._guard():
             if self._depth:
                 raise BankError("cannot fork inside a transaction: the copy would hold uncommitted writes")
+            self._sync()
             clone = SQLiteStore()
             self._conn.backup(clone._conn)
             clone._dim, clone._model = self._dim, self._model
@@ -546,7 +596,7 @@ class SQLiteStore:
         target = Path(path)
         if target.exists():
             raise FileExistsError(f"{target} already exists; not overwriting a bank")
-        with self._lock:
+        with self._guard():
             if self._depth:
                 raise BankError("cannot save inside a transaction: the copy would hold uncommitted writes")
             dest = sqlite3.connect(target)
@@ -557,7 +607,7 @@ class SQLiteStore:
 
     def close(self) -> None:
         """Close the connection (an open transaction is rolled back by SQLite)."""
-        with self._lock:
+        with self._guard():
             self._indexes.clear()
             self._conn.close()
 
@@ -595,7 +645,7 @@ class SQLiteStore:
 
     def _log(self, row: tuple[object, ...]) -> int:
         """Insert one history row (values from `_log_row`); returns its id."""
-        return self._conn.execute(_LOG_SQL, row).lastrowid
+        return int(self._conn.execute(_LOG_SQL, row).lastrowid or 0)
 
     def _history_row(self, history_id: int) -> HistoryRecord:
         return _history(
@@ -666,13 +716,28 @@ class SQLiteStore:
 
     # The cached per-owner index. Only owners already cached are maintained; others load lazily.
 
-    def _index(self, owner: str) -> OwnerIndex | None:
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Hold the lock; turn SQLite's errors (locked, read-only, I/O, id out of range) into BankError."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as error:
+                raise BankError(_describe(self.path, error, self.busy_timeout)) from error
+            except OverflowError as error:  # an integer SQLite cannot store, e.g. a 30-digit id
+                raise MemoryNotFoundError(f"{self.path}: no memory or history row has that id ({error})") from error
+
+    def _sync(self) -> None:
+        """Drop cached indexes if another connection committed since we last looked (PRAGMA data_version)."""
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._data_version:  # another connection committed: our cache may be stale
+        if version != self._data_version and self._depth == 0:
             self._indexes.clear()
             self._data_version = version
             row = self._conn.execute("SELECT value FROM meta WHERE key = 'dim'").fetchone()
             self._dim = int(row[0]) if row else None
+
+    def _index(self, owner: str) -> OwnerIndex | None:
+        self._sync()
         index = self._indexes.get(owner)
         if index is None and self._dim is not None:
             rows = self._conn.execute(
@@ -699,37 +764,67 @@ class SQLiteStore:
     def _cache_replace(self, owner: str, memory_id: int, row: np.ndarray, occurred: datetime | None) -> None:
         if (index := self._indexes.get(owner)) is not None:
             self._touched.add(owner)
-            index.replace(memory_id, row, _posix(occurred))
+            if memory_id in index.row_of:
+                index.replace(memory_id, row, _posix(occurred))
+            else:  # cannot happen after _sync; if it ever does, rebuild from the table rather than lie
+                self._indexes.pop(owner)
 
     def _cache_remove(self, owner: str, memory_id: int) -> None:
         if (index := self._indexes.get(owner)) is not None:
             self._touched.add(owner)
-            index.remove(memory_id)
+            if memory_id in index.row_of:
+                index.remove(memory_id)
+            else:
+                self._indexes.pop(owner)
 
 
 # ---------------------------------------------------------------- helpers
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    """Open with autocommit (we issue BEGIN ourselves) and WAL for files; BankError if not a database."""
+def _connect(path: str, read_only: bool, timeout: float) -> sqlite3.Connection:
+    """Open with autocommit (we issue BEGIN ourselves); nothing is written to the file here.
+
+    WAL is switched on only by `_open_schema`, once the file is known to be a bank or is new.
+    """
+    if read_only and path != ":memory:" and not Path(path).is_file():
+        raise BankError(f"no bank at {path}")
+    if path != ":memory:" and Path(path).is_file() and Path(path).stat().st_size > 0:
+        with open(path, "rb") as handle:  # SQLite would take a short non-empty file for an empty database
+            if handle.read(16) != b"SQLite format 3\x00":
+                raise BankError(f"cannot open bank {path}: file is not a database")
+    target = f"file:{quote(str(Path(path).absolute()))}?mode=ro" if read_only and path != ":memory:" else path
     try:
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        conn = sqlite3.connect(
+            target, check_same_thread=False, isolation_level=None, timeout=timeout, uri=target != path
+        )
+        conn.execute("PRAGMA synchronous=NORMAL")  # per connection: does not touch the file
     except sqlite3.Error as error:
-        raise BankError(f"cannot open bank {path}: {error}") from error
-    try:
-        if path != ":memory:":
-            conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-    except sqlite3.DatabaseError as error:
-        conn.close()
-        raise BankError(f"cannot open bank {path}: {error}") from error
+        raise BankError(_describe(path, error, timeout)) from error
     return conn
 
 
 def _open_schema(
-    conn: sqlite3.Connection, path: str, embedding_model: str | None, dim: int | None
+    conn: sqlite3.Connection, path: str, embedding_model: str | None, dim: int | None, read_only: bool = False
 ) -> tuple[int | None, str | None]:
-    """Create the schema in an empty database, or check an existing one; returns (dim, model)."""
+    """Create the schema in an empty database, or check an existing one; returns (dim, model).
+
+    The check reads only: a foreign file (another app's SQLite database, not a database at all, another
+    schema version) is refused before anything is written to it.
+    """
+    meta: dict[str, str] = {}
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as error:
+        raise BankError(f"cannot open bank {path}: {error}") from error
+    if not tables and read_only:
+        raise IncompatibleBankError(f"{path} is an empty database, not a memory bank")
+    if tables:
+        meta = _check_meta(conn, path, tables, embedding_model, dim)
+    needs_meta = (dim is not None and "dim" not in meta) or (embedding_model is not None and "embedding_model" not in meta)
+    if read_only or (tables and not needs_meta and _journal_mode(conn, path) == "wal"):
+        return _resolved(meta, embedding_model, dim)  # nothing to write: no write lock needed to open
+    if path != ":memory:":
+        conn.execute("PRAGMA journal_mode=WAL")  # a recognised bank or a new, empty file: ours to set up
     conn.execute("BEGIN IMMEDIATE")  # two processes creating the same new file must not both create
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -737,34 +832,65 @@ def _open_schema(
             for statement in _SCHEMA:
                 conn.execute(statement)
             conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif "meta" not in tables:
-            raise IncompatibleBankError(f"{path} is a SQLite database but not a memory bank (no meta table)")
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        found = meta.get("schema_version")
-        if found != str(SCHEMA_VERSION):
-            raise IncompatibleBankError(
-                f"{path}: bank schema version {found}, this memory-r1 expects {SCHEMA_VERSION}"
-            )
-        stored_dim = int(meta["dim"]) if "dim" in meta else None
-        if dim is not None and stored_dim is not None and dim != stored_dim:
-            raise IncompatibleBankError(f"{path}: bank embeddings have dim {stored_dim}, asked for {dim}")
-        stored_model = meta.get("embedding_model")
-        if embedding_model is not None and stored_model is not None and embedding_model != stored_model:
-            raise IncompatibleBankError(
-                f"{path}: bank embeddings come from {stored_model!r}, asked for {embedding_model!r}"
-            )
-        if stored_dim is None and dim is not None:
+        meta = _check_meta(conn, path, tables or {"meta"}, embedding_model, dim)
+        if "dim" not in meta and dim is not None:
             conn.execute("INSERT INTO meta VALUES ('dim', ?)", (str(dim),))
-        if stored_model is None and embedding_model is not None:
+        if "embedding_model" not in meta and embedding_model is not None:
             conn.execute("INSERT INTO meta VALUES ('embedding_model', ?)", (embedding_model,))
         conn.execute("COMMIT")
     finally:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-    return (
-        stored_dim if stored_dim is not None else dim,
-        stored_model if stored_model is not None else embedding_model,
-    )
+    return _resolved(meta, embedding_model, dim)
+
+
+def _journal_mode(conn: sqlite3.Connection, path: str) -> str:
+    return "wal" if path == ":memory:" else str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+
+def _check_meta(
+    conn: sqlite3.Connection, path: str, tables: set[str], embedding_model: str | None, dim: int | None
+) -> dict[str, str]:
+    """The meta table of a bank, or IncompatibleBankError saying why this database is not one we can use."""
+    if "meta" not in tables:
+        raise IncompatibleBankError(f"{path} is a SQLite database but not a memory bank (no meta table)")
+    try:
+        meta = {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta").fetchall()}
+    except sqlite3.DatabaseError as error:
+        raise IncompatibleBankError(f"{path}: not a memory bank (unreadable meta table: {error})") from error
+    found = meta.get("schema_version")
+    if found != str(SCHEMA_VERSION):
+        raise IncompatibleBankError(f"{path}: bank schema version {found}, this memory-r1 expects {SCHEMA_VERSION}")
+    stored_dim = meta.get("dim")
+    if stored_dim is not None and not stored_dim.isdigit():
+        raise IncompatibleBankError(f"{path}: bank records an invalid embedding dimension {stored_dim!r}")
+    if dim is not None and stored_dim is not None and dim != int(stored_dim):
+        raise IncompatibleBankError(f"{path}: bank embeddings have dim {stored_dim}, asked for {dim}")
+    stored_model = meta.get("embedding_model")
+    if embedding_model is not None and stored_model is not None and embedding_model != stored_model:
+        raise IncompatibleBankError(
+            f"{path}: bank embeddings come from {stored_model!r}, asked for {embedding_model!r}"
+        )
+    return meta
+
+
+def _resolved(meta: dict[str, str], embedding_model: str | None, dim: int | None) -> tuple[int | None, str | None]:
+    stored_dim = int(meta["dim"]) if "dim" in meta else None
+    return (stored_dim if stored_dim is not None else dim, meta.get("embedding_model") or embedding_model)
+
+
+def _describe(path: str, error: sqlite3.Error, timeout: float) -> str:
+    """One line for a storage error a user can act on."""
+    text = str(error)
+    if "locked" in text or "busy" in text:
+        return f"{path}: bank is locked by another process (waited {timeout:g} s): {text}"
+    if "readonly" in text or "read-only" in text:
+        return f"{path}: bank is read-only here ({text}); read-only commands still work"
+    return f"cannot open bank {path}: {text}" if "unable to open" in text else f"{path}: storage error: {text}"
+
+
+def _clean(text: str | None) -> str | None:
+    return None if text is None else clean_text(text)
 
 
 def _one(embedding: np.ndarray) -> np.ndarray:
@@ -848,11 +974,13 @@ def _now() -> str:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
+    """Dialogue times are stored naive in UTC (records.normalise_time), so any two compare."""
+    normal = normalise_time(moment)
+    return None if normal is None else normal.isoformat()
 
 
 def _parse(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
+    return None if text is None else normalise_time(datetime.fromisoformat(text))
 
 
 def _posix(moment: datetime | None) -> float:

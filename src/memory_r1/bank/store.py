@@ -103,9 +103,18 @@ class MemoryStore(Protocol):
         ...
 
     def record_noop(
-        self, owner: str, *, provenance: Provenance, memory_id: int | None = None, reason: str | None = None
+        self,
+        owner: str,
+        *,
+        provenance: Provenance,
+        memory_id: int | None = None,
+        reason: str | None = None,
+        proposed_text: str | None = None,
     ) -> HistoryRecord:
-        """Log a decision that changed nothing (model said NONE, or an operation was rejected)."""
+        """Log a decision that changed nothing (model said NONE, or an operation was rejected).
+
+        `proposed_text`: what a rejected ADD/UPDATE wanted to write, kept as the row's after_text so an
+        audit sees it; otherwise after_text is the named memory's unchanged text (or None)."""
         ...
 
     def undo(
@@ -162,7 +171,9 @@ class MemoryStore(Protocol):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> builtins.list[ScoredMemory]:
-        """Top-k live memories of `owner` by cosine similarity, best first; optional occurred_at window."""
+        """Top-k live memories of `owner` by cosine similarity, best first; optional occurred_at window.
+
+        Ties: equal scores come back lower id first, identically from `search_many` for the same query."""
         ...
 
     def search_many(

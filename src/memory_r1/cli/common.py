@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -29,7 +30,7 @@ from memory_r1.data import (
 from memory_r1.embeddings import UnknownEmbedderError
 from memory_r1.llm import GenerationError, UnknownModelError
 from memory_r1.pipeline import IngestReport, MemorySystem, operation_counts
-from memory_r1.records import Conversation
+from memory_r1.records import Conversation, clean_text
 
 app = typer.Typer(help="Long-term memory for LLM agents, learned with RL (Memory-R1).", no_args_is_help=True)
 memories_app = typer.Typer(help="Inspect and repair a memory bank.", no_args_is_help=True)
@@ -78,22 +79,76 @@ SetOpt = Annotated[list[str] | None, typer.Option(
                   "`memory-r1 config` lists them all with their defaults and sources).")]
 
 
+SQLITE_MAX_INT = 2**63 - 1
+MAX_SESSIONS = 1000  # our choice: LoCoMo has at most 35 sessions; a range beyond this is a typo
+
+
+class ArgumentError(ValueError):
+    """A command-line value out of its documented range: one line naming the option."""
+
+
+def check_int(option: str, value: int | None, low: int, high: int = SQLITE_MAX_INT) -> int | None:
+    """`value` unchanged if None or in [low, high], else ArgumentError naming `option` and the range."""
+    if value is not None and not low <= value <= high:
+        bound = f"at least {low}" if high == SQLITE_MAX_INT else f"between {low} and {high}"
+        raise ArgumentError(f"{option} must be {bound}, got {value}")
+    return value
+
+
+def check_float(option: str, value: float, low: float, high: float) -> float:
+    if not low <= value <= high:  # NaN fails both comparisons
+        raise ArgumentError(f"{option} must be between {low:g} and {high:g}, got {value}")
+    return value
+
+
+def check_text(option: str, value: str | None, *, empty_ok: bool = False) -> str | None:
+    """Text as the library will see it (lone surrogates from undecodable bytes replaced); refuses ''."""
+    if value is None:
+        return None
+    text = clean_text(value)
+    if not empty_ok and not text.strip():
+        raise ArgumentError(f"{option} must not be empty")
+    return text
+
+
+def check_sessions(sessions: str | None) -> set[int] | None:
+    """--sessions parsed and bounded: '' is refused (it used to mean every session)."""
+    if sessions is None:
+        return None
+    if not sessions.strip():
+        raise ArgumentError("--sessions must not be empty: give session numbers such as 1-3 or 1,4")
+    for number in re.findall(r"\d+", sessions):
+        check_int("--sessions", int(number), 1, MAX_SESSIONS)
+    return parse_session_range(sessions)
+
+
 def bank_path(bank: Path | None) -> Path:
     path = bank or default_bank()
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def open_existing_bank(bank: Path | None) -> SQLiteStore:
+def open_existing_bank(bank: Path | None, *, read_only: bool = False) -> SQLiteStore:
+    """An existing bank; `read_only` for commands that only read (works on files we cannot write)."""
     path = bank or default_bank()
     if not path.exists():
         raise BankError(f"no bank at {path}: run `memory-r1 ingest` first or pass --bank")
-    return SQLiteStore(path)
+    if path.is_dir():
+        raise BankError(f"{path} is a directory, not a bank file")
+    return SQLiteStore(path, read_only=read_only)
+
+
+def embedding_model_of(store: SQLiteStore) -> str:
+    """The embedding model a bank records; a clear error for a bank that records none."""
+    if not store.embedding_model:
+        raise BankError(f"{store.path} records no embedding model (was it created by memory-r1 ingest?)")
+    return store.embedding_model
 
 
 def load_conversation(data: Path | None, sample_id: str, sessions: str | None) -> Conversation:
-    conversation = get_conversation(load_locomo(find_locomo(data)), sample_id)
-    return select_sessions(conversation, parse_session_range(sessions)) if sessions else conversation
+    selected = check_sessions(sessions)
+    conversation = get_conversation(load_locomo(find_locomo(data)), check_text("--conversation", sample_id) or "")
+    return select_sessions(conversation, selected) if selected is not None else conversation
 
 
 def progress_bar(*extra_columns) -> Progress:

@@ -19,6 +19,10 @@ from memory_r1.cli.common import (
     SessionsOpt,
     SetOpt,
     app,
+    check_float,
+    check_int,
+    check_sessions,
+    check_text,
     console,
     progress_bar,
     user_errors,
@@ -31,6 +35,7 @@ from memory_r1.settings import apply_overrides
 
 eval_app = typer.Typer(help="Evaluate on LoCoMo (and the Memory Manager's decisions).")
 app.add_typer(eval_app, name="eval")
+
 
 # ---------------------------------------------------------------- evaluation
 
@@ -83,6 +88,13 @@ def evaluate(
         return
     if system not in SYSTEMS:
         raise ValueError(f"unknown system {system!r}; choose one of: {', '.join(SYSTEMS)}")
+    check_int("--seeds", seeds, 1, 1000)
+    check_float("--temperature", temperature, 0.0, 10.0)
+    check_int("--limit", limit, 1)
+    check_int("--context-tokens", context_tokens, 1, 10**8)
+    check_sessions(sessions)
+    conversation = [check_text("--conversation", c) or "" for c in conversation] if conversation else None
+    model = check_text("--model", model) or ""
     if seeds < 1 or (seeds > 1 and temperature <= 0):
         raise ValueError("--seeds N > 1 repeats sampled runs: give --temperature > 0 (greedy runs are identical)")
     if dataset not in DATASETS:

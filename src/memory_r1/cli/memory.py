@@ -21,9 +21,12 @@ from memory_r1.cli.common import (
     SetOpt,
     app,
     bank_path,
+    check_int,
+    check_text,
     console,
     data_app,
     default_bank,
+    embedding_model_of,
     ingest_with_progress,
     load_conversation,
     memories_app,
@@ -34,6 +37,8 @@ from memory_r1.cli.common import (
 from memory_r1.pipeline import DEFAULT_MODEL, Agents, MemorySystem, PipelineConfig
 from memory_r1.records import Conversation, QAItem
 from memory_r1.settings import apply_overrides
+
+MAX_K = 100_000  # our choice: a bound for counts a user types (-k, --questions); far above any real use
 
 
 @app.command()
@@ -50,6 +55,7 @@ def ingest(
     settings: SetOpt = None,
 ) -> None:
     """Build the speakers' memory banks from a LoCoMo conversation."""
+    model, embedding_model = check_text("--model", model) or "", check_text("--embedding-model", embedding_model) or ""
     conv = load_conversation(data, conversation, sessions)
     config = PipelineConfig(model=model, backend=backend, base_url=base_url, embedding_model=embedding_model)
     config = apply_overrides(config, settings or [])
@@ -69,12 +75,13 @@ def ask(
     settings: SetOpt = None,
 ) -> None:
     """Answer a question from the banks and show the memories the agent selected."""
-    store = open_existing_bank(bank)
-    embedding_model = store.embedding_model or PipelineConfig.embedding_model
-    config = PipelineConfig(model=model, backend=backend, base_url=base_url, embedding_model=embedding_model)
+    question = check_text("QUESTION", question) or ""
+    conversation, model = check_text("--conversation", conversation) or "", check_text("--model", model) or ""
+    store = open_existing_bank(bank, read_only=True)  # answering only reads; the bank is opened once
+    config = PipelineConfig(model=model, backend=backend, base_url=base_url, embedding_model=embedding_model_of(store))
     config = apply_overrides(config, settings or [])
     try:
-        system = MemorySystem(store, Agents.load(config))  # the bank is opened once, models loaded once
+        system = MemorySystem(store, Agents.load(config))  # models loaded once
     except BaseException:
         store.close()
         raise
@@ -104,7 +111,8 @@ def memories_list(
     include_deleted: Annotated[bool, typer.Option("--all", help="Include soft-deleted memories.")] = False,
 ) -> None:
     """List memories."""
-    with open_existing_bank(bank) as store:
+    owner = check_text("--owner", owner)
+    with open_existing_bank(bank, read_only=True) as store:
         table = Table(title=f"memories in {bank or default_bank()}")
         for column in ("id", "owner", "when", "text", "deleted"):
             table.add_column(column)
@@ -124,8 +132,10 @@ def memories_search(
     """Semantic search in one owner's memories."""
     from memory_r1.embeddings import load_embedder
 
-    with open_existing_bank(bank) as store:
-        [vector] = load_embedder(store.embedding_model).embed([query])
+    query, owner = check_text("QUERY", query) or "", check_text("--owner", owner) or ""
+    check_int("-k", k, 1, MAX_K)
+    with open_existing_bank(bank, read_only=True) as store:
+        [vector] = load_embedder(embedding_model_of(store)).embed([query])
         table = Table(title=f"top {k} for {query!r} in {owner}")
         for column in ("score", "id", "when", "text"):
             table.add_column(column)
@@ -143,12 +153,15 @@ def memories_history(
     limit: Annotated[int | None, typer.Option(help="Only the last N events.")] = None,
 ) -> None:
     """Every change ever made: operation, before/after, who decided, why."""
-    with open_existing_bank(bank) as store:
-        rows = store.history(memory_id=memory, owner=owner)
+    check_int("--memory", memory, 1)
+    check_int("--limit", limit, 1)
+    owner = check_text("--owner", owner)
+    with open_existing_bank(bank, read_only=True) as store:
+        rows = store.history(memory_id=memory, owner=owner, limit=limit)
         table = Table(title="history")
         for column in ("#", "event", "memory", "before", "after", "by", "reason", "undone"):
             table.add_column(column)
-        for h in rows[-limit:] if limit else rows:
+        for h in rows:
             by = "/".join(x for x in (h.provenance.agent, h.provenance.model, h.provenance.prompt_version) if x)
             table.add_row(str(h.id), h.event, str(h.memory_id or ""), h.before_text or "", h.after_text or "", by,
                           h.reason or "", "yes" if h.undone else "")
@@ -162,6 +175,7 @@ def memories_undo(
     bank: BankOpt = None,
 ) -> None:
     """Revert one change (ADD, UPDATE or DELETE). The undo itself is recorded."""
+    check_int("HISTORY_ID", history_id, 1)
     with open_existing_bank(bank) as store:
         record = store.undo(history_id)
         console.print(f"undone: {record.event} of memory {record.memory_id} (history #{record.id})")
@@ -208,6 +222,8 @@ def demo(
     """The main job, offline on the embedded default: ingest a few sessions, answer their questions."""
     from memory_r1.eval.metrics import f1_score
 
+    check_int("--questions", questions, 0, MAX_K)
+    model = check_text("--model", model) or ""
     config = apply_overrides(PipelineConfig(model=model), settings or [])
     conv = load_conversation(data, conversation, sessions)
     items = _answerable(conv, questions)

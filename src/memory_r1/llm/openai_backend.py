@@ -15,7 +15,14 @@ from typing import Literal
 
 import httpx
 
-from memory_r1.llm.base import Generation, GenerationConfig, GenerationError, Message, truncate_at_stop
+from memory_r1.llm.base import (
+    Generation,
+    GenerationConfig,
+    GenerationError,
+    Message,
+    neutralise_messages,
+    truncate_at_stop,
+)
 from memory_r1.records import Usage
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -85,7 +92,7 @@ class OpenAIGenerator:
         """The request body. top_k is not in OpenAI's API; vLLM, SGLang and llama.cpp accept it."""
         body: dict = {
             "model": self.model,
-            "messages": list(messages),
+            "messages": neutralise_messages(messages),  # the server's template sees no forged turns
             "temperature": max(config.temperature, 0.0),
             "top_p": config.top_p,
             "max_tokens": config.max_new_tokens,

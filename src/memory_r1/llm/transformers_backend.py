@@ -24,7 +24,14 @@ from transformers import (
 )
 from transformers import GenerationConfig as HFGenerationConfig
 
-from memory_r1.llm.base import Generation, GenerationConfig, GenerationError, Message, truncate_at_stop
+from memory_r1.llm.base import (
+    Generation,
+    GenerationConfig,
+    GenerationError,
+    Message,
+    neutralise_messages,
+    truncate_at_stop,
+)
 from memory_r1.records import Usage
 from memory_r1.threads import apply_torch_threads
 
@@ -72,15 +79,34 @@ class TransformersGenerator:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token  # padding is masked, any token will do
         self._eos_ids = eos_ids(self.model, self.tokenizer)
+        added = getattr(self.tokenizer, "added_tokens_decoder", {})
+        self._special_tokens = tuple(
+            {*self.tokenizer.all_special_tokens, *(t.content for t in added.values() if t.special)}
+        )
 
     @property
     def name(self) -> str:
         return self._name
 
     def render(self, messages: Sequence[Message]) -> str:
-        """The exact prompt text the model sees (chat template plus the assistant turn header)."""
-        text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        """The exact prompt text the model sees (chat template plus the assistant turn header).
+
+        Message contents cannot add structure: any of the tokenizer's special tokens inside them is
+        neutralised first, so the only control tokens in the prompt are the template's own."""
+        safe = neutralise_messages(messages, self._special_tokens)
+        text = self.tokenizer.apply_chat_template(safe, add_generation_prompt=True, tokenize=False)
         return str(text)
+
+    @property
+    def context_window(self) -> int | None:
+        """The model's position limit (`max_position_embeddings`), else the tokenizer's, if plausible."""
+        for limit in (getattr(self.model.config, "max_position_embeddings", None), self.tokenizer.model_max_length):
+            if isinstance(limit, int) and 0 < limit < 10**8:  # tokenizers say 1e30 when they don't know
+                return limit
+        return None
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> int:
+        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
 
     def generate(self, prompts: Sequence[Sequence[Message]], config: GenerationConfig) -> list[Generation]:
         texts = [self.render(p) for p in prompts]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from memory_r1.llm.base import Message
-from memory_r1.prompts import few_shot
+from memory_r1.prompts import few_shot, one_line
 
-VERSION = "answer-v1"
+VERSION = "answer-v2"
 
 ANSWER_MARKER = "**Answer:**"
 
@@ -31,8 +31,8 @@ EXAMPLE_ASSISTANT = f"[2] (4:15 pm on 9 June, 2022) Alex moved from Boston to De
 
 
 def format_memory(number: int, timestamp: str, text: str) -> str:
-    when = f"({timestamp}) " if timestamp else ""
-    return f"[{number}] {when}{text}"
+    when = f"({one_line(timestamp)}) " if timestamp else ""
+    return f"[{number}] {when}{one_line(text)}"
 
 
 def memory_blocks(memories_by_speaker: Sequence[tuple[str, Sequence[str]]]) -> str:
@@ -40,9 +40,10 @@ def memory_blocks(memories_by_speaker: Sequence[tuple[str, Sequence[str]]]) -> s
     blocks = []
     for speaker, lines in memories_by_speaker:
         body = "\n".join(lines) if lines else "(no memories)"
-        blocks.append(f"Memories of {speaker}:\n{body}")
+        blocks.append(f"Memories of {one_line(speaker)}:\n{body}")
     return "\n\n".join(blocks)
 
 
 def render(question: str, memories_by_speaker: Sequence[tuple[str, Sequence[str]]]) -> list[Message]:
-    return few_shot(SYSTEM, [(EXAMPLE_USER, EXAMPLE_ASSISTANT)], memory_blocks(memories_by_speaker) + f"\n\nQuestion: {question}")
+    user = memory_blocks(memories_by_speaker) + f"\n\nQuestion: {one_line(question)}"
+    return few_shot(SYSTEM, [(EXAMPLE_USER, EXAMPLE_ASSISTANT)], user)

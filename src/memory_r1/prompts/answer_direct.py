@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from memory_r1.llm.base import Message
-from memory_r1.prompts import few_shot
+from memory_r1.prompts import few_shot, one_line
 from memory_r1.prompts.answer import ANSWER_MARKER, EXAMPLE_USER, memory_blocks
 
-VERSION = "answer-direct-v1"
+VERSION = "answer-direct-v2"
 
 SYSTEM = f"""You answer questions about two people from their memories. Each memory has a number and a date.
 Write {ANSWER_MARKER} followed by a short answer of at most six words, and nothing else.
@@ -22,4 +22,5 @@ EXAMPLE_ASSISTANT = f"{ANSWER_MARKER} Denver"
 
 
 def render(question: str, memories_by_speaker: Sequence[tuple[str, Sequence[str]]]) -> list[Message]:
-    return few_shot(SYSTEM, [(EXAMPLE_USER, EXAMPLE_ASSISTANT)], memory_blocks(memories_by_speaker) + f"\n\nQuestion: {question}")
+    user = memory_blocks(memories_by_speaker) + f"\n\nQuestion: {one_line(question)}"
+    return few_shot(SYSTEM, [(EXAMPLE_USER, EXAMPLE_ASSISTANT)], user)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from memory_r1.llm.base import Message
+from memory_r1.prompts import one_line
 from memory_r1.prompts.answer import ANSWER_MARKER
 
-VERSION = "answer-full-context-v1"
+VERSION = "answer-full-context-v2"
 
 SYSTEM = f"""You answer questions about a long conversation between two people, given as dated sessions.
 Write {ANSWER_MARKER} followed by a short answer of at most six words, and nothing else.
@@ -13,11 +14,12 @@ Tips: check the session dates; if two statements disagree, trust the newer one; 
 
 
 def render_session(timestamp: str, lines: list[str]) -> str:
-    return f"Session on {timestamp}:\n" + "\n".join(lines)
+    """One dated session block; each line (a rendered turn) stays one line."""
+    return f"Session on {one_line(timestamp)}:\n" + "\n".join(one_line(line) for line in lines)
 
 
 def render(question: str, transcript: str) -> list[Message]:
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": f"{transcript}\n\nQuestion: {question}"},
+        {"role": "user", "content": f"{transcript}\n\nQuestion: {one_line(question)}"},
     ]

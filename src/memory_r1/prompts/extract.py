@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from memory_r1.llm.base import Message
-from memory_r1.prompts import few_shot
+from memory_r1.prompts import few_shot, one_line
 
-VERSION = "extract-v1"
+VERSION = "extract-v2"
 
 SYSTEM = """You turn one line of a chat into short facts worth remembering about the person who said it.
 Rules:
@@ -24,8 +24,8 @@ EXAMPLE_ASSISTANT = (
 
 
 def render(line: str, timestamp: str, previous_line: str | None = None) -> list[Message]:
-    user = f"Chat date: {timestamp}\n"
+    user = f"Chat date: {one_line(timestamp)}\n"
     if previous_line:
-        user += f"Previous line: {previous_line}\n"
-    user += f"Line: {line}"
+        user += f"Previous line: {one_line(previous_line)}\n"
+    user += f"Line: {one_line(line)}"
     return few_shot(SYSTEM, [(EXAMPLE_USER, EXAMPLE_ASSISTANT)], user)

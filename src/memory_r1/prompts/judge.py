@@ -8,8 +8,9 @@ judge writes one sentence of reasoning, then a JSON label that `memory_r1.eval.j
 from __future__ import annotations
 
 from memory_r1.llm.base import Message
+from memory_r1.prompts import one_line
 
-VERSION = "judge-v1"
+VERSION = "judge-v2"
 
 LABELS = ("CORRECT", "WRONG")
 
@@ -22,5 +23,8 @@ Reply with exactly one sentence explaining your decision, then a JSON object on 
 
 
 def render(question: str, gold: str, prediction: str) -> list[Message]:
-    user = f"Question: {question}\nReference answer: {gold}\nPredicted answer: {prediction}"
+    user = (
+        f"Question: {one_line(question)}\nReference answer: {one_line(gold)}\n"
+        f"Predicted answer: {one_line(prediction)}"
+    )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]

@@ -29,7 +29,15 @@ from memory_r1.agents import MemoryManager
 from memory_r1.embeddings import Embedder
 from memory_r1.llm.base import Generation, GenerationConfig, Message
 from memory_r1.records import Conversation, Fact
-from memory_r1.rl.datasets import DEFAULT_WINDOW, FORMAT, load_examples, open_snapshot, window_filter
+from memory_r1.rl.datasets import (
+    DEFAULT_WINDOW,
+    FORMAT,
+    AnswerExample,
+    ManagerExample,
+    load_examples,
+    open_snapshot,
+    window_filter,
+)
 
 Agent = Literal["answer", "manager"]
 EXPORT_FORMAT = "memory-r1-verl/1"
@@ -102,7 +110,7 @@ def manager_rows(
     for i, ex in enumerate(examples):
         target = Path(out) / bank_name(ex)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open_snapshot(dataset_dir, ex) as bank:
+        with open_snapshot(dataset_dir, ManagerExample.from_json(ex)) as bank:
             window_filter(bank, conversation, ex["position"], window)
             facts = [Fact(text, ex["owner"], ex["timestamp"], None, (ex["dia_id"],)) for text in ex["facts"]]
             messages = manager.build_prompt(bank, ex["owner"], facts).messages
@@ -173,7 +181,8 @@ def export(
     model = headers["train"].get("settings", {}).get("embedding_model", "")
     counts = {}
     for split, folder in (("train", dataset), ("val", val_dataset)):
-        examples = load_examples(Path(folder) / f"{agent}.jsonl")
+        kind = AnswerExample if agent == "answer" else ManagerExample  # typed rows, as JSON dicts for the export
+        examples = [e.to_json() for e in load_examples(Path(folder) / f"{agent}.jsonl", kind)]
         if agent == "answer":
             rows = answer_rows(examples, split)
         else:

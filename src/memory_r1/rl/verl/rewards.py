@@ -32,6 +32,7 @@ from memory_r1.agents import AnswerAgent, MemoryManager
 from memory_r1.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder, load_embedder
 from memory_r1.llm.base import Generator
 from memory_r1.records import Conversation
+from memory_r1.rl.datasets import AnswerExample, ManagerExample
 from memory_r1.rl.envs import AnswerEnv, ManagerEnv, Reward
 from memory_r1.rl.verl.export import DATA_SOURCES, NotSampled
 
@@ -44,7 +45,9 @@ NO_WINDOW = 10**9
 def answer_score(solution_str: str, ground_truth: str, extra_info: Mapping[str, Any], *, reward: Reward = "em",
                  format_bonus: float = 0.0) -> dict[str, Any]:
     """The Answer Agent's reward: `AnswerEnv.score` on this one output."""
-    example = {"gold": ground_truth, "memory_ids": list(extra_info["memory_ids"])}
+    example = AnswerExample(str(extra_info.get("sample_id", "")), int(extra_info.get("qa_index", 0)),
+                            int(extra_info.get("category", 0)), str(extra_info.get("question", "")), ground_truth,
+                            [], [int(i) for i in extra_info["memory_ids"]])
     [scored] = AnswerEnv([example], reward, format_bonus).score(example, [solution_str])
     # Numbers only: verl logs each extra key as a per-step mean.
     return {"score": scored.reward, "parsed": float(scored.parsed)}
@@ -82,14 +85,14 @@ def manager_score(
     """The Memory Manager's reward: `ManagerEnv.score` on this one output, with its own bank fork.
 
     `generator` replaces the HTTP answerer (tests, or an in-process model)."""
-    example = {
+    example = ManagerExample.from_json({
         "sample_id": extra_info["sample_id"], "dia_id": extra_info["dia_id"], "position": extra_info["position"],
         "owner": extra_info["owner"], "timestamp": extra_info["timestamp"], "facts": list(extra_info["facts"]),
         "bank": extra_info["bank"], "questions": [dict(q) for q in extra_info["questions"]],
-    }
+    })
     speakers = list(extra_info["speakers"])
     # Only the id and the speakers are read: the turns are not needed since the snapshot is already windowed.
-    conversation = Conversation(example["sample_id"], speakers[0], speakers[1], sessions=())
+    conversation = Conversation(example.sample_id, speakers[0], speakers[1], sessions=())
     embedder = _embedder(embedding_model)
     frozen = generator or _answerer_generator(answerer_model, answerer_url(answerer_base_url, reward_router_address),
                                               answerer_concurrency)
