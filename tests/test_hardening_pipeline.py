@@ -17,7 +17,7 @@ from memory_r1.agents import AnswerAgent, FactExtractor, MemoryManager
 from memory_r1.bank import SQLiteStore
 from memory_r1.embeddings import HashingEmbedder
 from memory_r1.llm.base import Generation, GenerationError
-from memory_r1.pipeline import MemorySystem
+from memory_r1.pipeline import Agents, MemorySystem
 from memory_r1.records import Conversation, Session, Turn, Usage
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -53,8 +53,8 @@ class WindowedGenerator:
 def system_for(generator) -> MemorySystem:
     embedder = HashingEmbedder()
     store = SQLiteStore(embedding_model=embedder.name, dim=embedder.dim)
-    return MemorySystem(store, embedder, FactExtractor(generator), MemoryManager(generator, embedder),
-                        AnswerAgent(generator, embedder))
+    return MemorySystem(store, Agents(embedder, FactExtractor(generator), MemoryManager(generator, embedder),
+                                      AnswerAgent(generator, embedder)))
 
 
 def conversation(texts: list[str], times: list[datetime | None] | None = None) -> Conversation:

@@ -49,11 +49,11 @@ def _conftest():
 def _system(generator, bank: Path):
     from memory_r1.agents import FactExtractor
     from memory_r1.bank import SQLiteStore
-    from memory_r1.pipeline import MemorySystem
+    from memory_r1.pipeline import Agents, MemorySystem
 
     store = SQLiteStore(bank, embedding_model=EMBEDDER.name, dim=EMBEDDER.dim)
-    return MemorySystem(store, EMBEDDER, FactExtractor(generator), MemoryManager(generator, EMBEDDER),
-                        AnswerAgent(generator, EMBEDDER))
+    return MemorySystem(store, Agents(EMBEDDER, FactExtractor(generator), MemoryManager(generator, EMBEDDER),
+                                      AnswerAgent(generator, EMBEDDER)))
 
 
 @pytest.fixture(scope="module")
