@@ -12,7 +12,13 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import reference_script
+import importlib.util
+from pathlib import Path as _Path
+
+_spec = importlib.util.spec_from_file_location("memory_r1_conftest", _Path(__file__).parent / "conftest.py")
+_conftest = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(_conftest)  # type: ignore[union-attr]
+reference_script = _conftest.reference_script  # the shared scripted model (see tests/conftest.py)
 from memory_r1.agents import AnswerAgent, FactExtractor, MemoryManager
 from memory_r1.bank import SQLiteStore
 from memory_r1.embeddings import HashingEmbedder

@@ -71,13 +71,12 @@ def test_concurrent_banks_equal_sequential_ones_in_fewer_calls(conversations, ma
     assert max(concurrent_model.sizes) > max(sequential_model.sizes)
 
 
-def test_a_failing_conversation_raises_and_the_others_finish(conversations, make_system, scripted):
-    reference_script = scripted().reply
-
-    model = CountingScript(reference_script, fail_on=conversations[1].turns[3].text)
+def test_a_failing_turn_costs_only_its_own_conversation(conversations, make_system, scripted):
+    """A model error on one conversation's prompt skips that turn (retried by the next ingest, see the
+    pipeline's bounded-work guarantee); the batch it shared still serves every other conversation."""
+    model = CountingScript(scripted().reply, fail_on=conversations[1].turns[3].text)
     systems = [make_system(model) for _ in conversations]
-    with pytest.raises(GenerationError, match="server went away"):
-        ingest_concurrently(systems, conversations)
+    ingest_concurrently(systems, conversations)
     for i in (0, 2):  # the other conversations were ingested whole
         assert len(systems[i].store.turn_log(conversations[i].sample_id)) == len(conversations[i].turns)
     assert len(systems[1].store.turn_log(conversations[1].sample_id)) < len(conversations[1].turns)
