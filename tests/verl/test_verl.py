@@ -27,7 +27,13 @@ from memory_r1.agents import AnswerAgent, MemoryManager
 from memory_r1.data import get_conversation, load_locomo, select_sessions
 from memory_r1.embeddings import HashingEmbedder
 from memory_r1.llm.openai_backend import OpenAIGenerator
-from memory_r1.rl.datasets import build_answer_dataset, build_manager_dataset, load_examples
+from memory_r1.rl.datasets import (
+    AnswerExample,
+    ManagerExample,
+    build_answer_dataset,
+    build_manager_dataset,
+    load_examples,
+)
 from memory_r1.rl.envs import AnswerEnv, ManagerEnv
 from memory_r1.rl.verl.export import NotSampled, export
 from memory_r1.rl.verl.presets import PRESETS, Answerer, overrides, rewards_path
@@ -145,7 +151,8 @@ def test_exported_parquet_loads_through_verls_rlhf_dataset(agent, exports, datas
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
     cfg = _compose("smoke-grpo", agent, exports[agent])
-    local = load_examples(datasets / f"{agent}-conv-26" / f"{agent}.jsonl")
+    kind = AnswerExample if agent == "answer" else ManagerExample
+    local = [e.to_json() for e in load_examples(datasets / f"{agent}-conv-26" / f"{agent}.jsonl", kind)]
     for split, n in (("train", len(local)), ("val", None)):
         files = cfg.data.train_files if split == "train" else cfg.data.val_files
         # The preset's config, except the length filter: the tiny test tokenizer is nearly byte-level.
@@ -164,7 +171,7 @@ def test_exported_parquet_loads_through_verls_rlhf_dataset(agent, exports, datas
 
 
 def test_manager_prompts_equal_the_local_environments(exports, datasets, conversations):
-    local = load_examples(datasets / "manager-conv-26" / "manager.jsonl")
+    local = load_examples(datasets / "manager-conv-26" / "manager.jsonl", ManagerExample)
     env = ManagerEnv(datasets / "manager-conv-26", local, conversations["conv-26"], MemoryManager(NotSampled(), EMBEDDER),
                      AnswerAgent(NotSampled(), EMBEDDER), window=WINDOW)
     import pyarrow.parquet as pq
@@ -175,7 +182,7 @@ def test_manager_prompts_equal_the_local_environments(exports, datasets, convers
 
     last = rows[-1]["extra_info"]
     with SQLiteStore(exports["manager"] / last["bank"]) as windowed, SQLiteStore(
-        datasets / "manager-conv-26" / local[-1]["bank"]
+        datasets / "manager-conv-26" / local[-1].bank
     ) as full:
         assert windowed.count() == WINDOW < full.count()  # the window mattered, and was applied once
 
@@ -223,13 +230,13 @@ def test_answer_reward_under_verl_equals_the_local_trainers(reward, exports, dat
     cfg = _compose("smoke-grpo", "answer", exports["answer"])
     cfg.reward.custom_reward_function.reward_kwargs.reward = reward
     manager = _reward_manager(cfg, tokenizer)
-    local = load_examples(datasets / "answer-conv-26" / "answer.jsonl")
+    local = load_examples(datasets / "answer-conv-26" / "answer.jsonl", AnswerExample)
     env = AnswerEnv(local, reward)
     rows = pq.read_table(exports["answer"] / "train.parquet").to_pylist()
     seen = set()
     for row, ex in list(zip(rows, local, strict=True))[:6]:
         for template in ANSWER_OUTPUTS:
-            text = template.format(gold=ex["gold"], first=ex["gold"].split()[0])
+            text = template.format(gold=ex.gold, first=ex.gold.split()[0])
             data, decoded = _data_item(tokenizer, row, text)
             result = _run(manager, data)
             [expected] = env.score(ex, [decoded])
@@ -274,8 +281,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def answerer(datasets) -> Iterator[FrozenAnswerer]:
-    local = load_examples(datasets / "manager-conv-26" / "manager.jsonl")
-    server = FrozenAnswerer({q["question"]: q["gold"] for ex in local for q in ex["questions"]})
+    local = load_examples(datasets / "manager-conv-26" / "manager.jsonl", ManagerExample)
+    server = FrozenAnswerer({q.question: q.gold for ex in local for q in ex.questions})
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server
@@ -283,8 +290,8 @@ def answerer(datasets) -> Iterator[FrozenAnswerer]:
     server.server_close()
 
 
-def _manager_outputs(ex: dict, shown: int) -> list[str]:
-    ops = [{"id": str(shown), "text": f"{ex['facts'][0]} zebra", "event": "ADD"}]
+def _manager_outputs(ex: ManagerExample, shown: int) -> list[str]:
+    ops = [{"id": str(shown), "text": f"{ex.facts[0]} zebra", "event": "ADD"}]
     outputs = [json.dumps({"memory": ops}), "no json here", json.dumps({"memory": []})]
     if shown:
         outputs.append(json.dumps({"memory": [{"id": "0", "event": "DELETE"}]}))
@@ -301,7 +308,7 @@ def test_manager_reward_under_verl_equals_the_local_trainers(reward, exports, da
     cfg.reward.custom_reward_function.reward_kwargs.reward = reward
     assert not cfg.reward.reward_model.enable  # an explicit server: verl hosts nothing
     manager = _reward_manager(cfg, tokenizer)
-    local = load_examples(datasets / "manager-conv-26" / "manager.jsonl")
+    local = load_examples(datasets / "manager-conv-26" / "manager.jsonl", ManagerExample)
     frozen = OpenAIGenerator("frozen", base_url=answerer.base_url)
     env = ManagerEnv(datasets / "manager-conv-26", local, conversations["conv-26"],
                      MemoryManager(NotSampled(), EMBEDDER), AnswerAgent(frozen, EMBEDDER), window=WINDOW, reward=reward)
