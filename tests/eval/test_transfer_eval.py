@@ -67,7 +67,7 @@ def test_longmemeval_rows_scores_and_table(tmp_path: Path, scripted, make_system
     agents.answerer.config = AnswerConfig(distill=True)
     conversations = load_longmemeval(LME)
     judge = Judge(scripted(_abstention_only_judge))
-    summary = run_eval(PipelineSystem("memory-r1", agents), conversations, EvalConfig(split="all", dataset="longmemeval"),
+    summary = run_eval(PipelineSystem("memory-r1", agents.agents), conversations, EvalConfig(split="all", dataset="longmemeval"),
                        tmp_path / "run", banks_dir=tmp_path / "banks", judge=judge)
     rows = {r.sample_id: r for r in read_results(tmp_path / "run" / "results.jsonl")}
     assert set(rows) == {"fx0001", "fx0002", "fx0003_abs", "fx0004"}  # the abstention question is evaluated
