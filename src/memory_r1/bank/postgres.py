@@ -23,7 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from memory_r1.bank.store import BankError, IncompatibleBankError, MemoryNotFoundError, MemoryStore
+from memory_r1.bank.store import (
+    BankError,
+    IncompatibleBankError,
+    MemoryNotFoundError,
+    MemoryStore,
+    normalised_vectors,
+)
 from memory_r1.records import Event, HistoryRecord, MemoryEntry, Provenance, ScoredMemory
 
 UNDO = "UNDO"
@@ -424,15 +430,7 @@ class PostgresStore:
     # ---------------------------------------------------------------- internals
 
     def _vectors(self, embeddings: np.ndarray) -> np.ndarray:
-        matrix = np.asarray(embeddings, dtype=np.float32)
-        if matrix.ndim != 2:
-            raise ValueError(f"expected a (N, D) array of embeddings, got shape {matrix.shape}")
-        if self._dim is not None and matrix.shape[1] != self._dim:
-            raise ValueError(f"embedding dimension {matrix.shape[1]} does not match the bank's {self._dim}")
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        if not np.all(np.isfinite(norms) & (norms > 0)):
-            raise ValueError("embeddings must be finite and non-zero")
-        return matrix / norms
+        return normalised_vectors(embeddings, self._dim)
 
     def _live_row(self, cur: Any, memory_id: int) -> tuple[str, str, str, str | None, str, str]:
         cur.execute("SELECT owner, text, timestamp, occurred_at, source_turn_ids, embedding::text, deleted"

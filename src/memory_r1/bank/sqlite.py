@@ -33,7 +33,7 @@ from urllib.parse import quote
 import numpy as np
 
 from memory_r1.bank.index import OwnerIndex, similarity, top_k_exact
-from memory_r1.bank.store import BankError, IncompatibleBankError, MemoryNotFoundError
+from memory_r1.bank.store import BankError, IncompatibleBankError, MemoryNotFoundError, normalised_vectors
 from memory_r1.records import (
     Event,
     HistoryRecord,
@@ -620,16 +620,7 @@ class SQLiteStore:
     # ---------------------------------------------------------------- internals
 
     def _vectors(self, embeddings: np.ndarray) -> np.ndarray:
-        """(N, D) float32 rows, L2-normalised; ValueError (before any write) on bad shape or zero/NaN rows."""
-        matrix = np.asarray(embeddings, dtype=np.float32)
-        if matrix.ndim != 2:
-            raise ValueError(f"expected a (N, D) array of embeddings, got shape {matrix.shape}")
-        if self._dim is not None and matrix.shape[1] != self._dim:
-            raise ValueError(f"embedding dimension {matrix.shape[1]} does not match the bank's {self._dim}")
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        if not np.all(np.isfinite(norms) & (norms > 0)):
-            raise ValueError("embeddings must be finite and non-zero")
-        return matrix / norms
+        return normalised_vectors(embeddings, self._dim)
 
     def _live_row(self, memory_id: int) -> tuple[str, str, str, str | None, str, bytes]:
         row = self._conn.execute(

@@ -201,3 +201,17 @@ class MemoryStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def normalised_vectors(embeddings: np.ndarray, dim: int | None) -> np.ndarray:
+    """(N, D) float32 rows, L2-normalised, for any store; ValueError (before any write) on a bad shape, a
+    dimension other than the bank's `dim`, or zero/NaN rows."""
+    matrix = np.asarray(embeddings, dtype=np.float32)
+    if matrix.ndim != 2:
+        raise ValueError(f"expected a (N, D) array of embeddings, got shape {matrix.shape}")
+    if dim is not None and matrix.shape[1] != dim:
+        raise ValueError(f"embedding dimension {matrix.shape[1]} does not match the bank's {dim}")
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    if not np.all(np.isfinite(norms) & (norms > 0)):
+        raise ValueError("embeddings must be finite and non-zero")
+    return matrix / norms
