@@ -120,3 +120,20 @@ def test_data_build_commands_write_datasets(tmp_path, locomo_path):
     answer = run("data", "build-answer", "--out", tmp_path / "a", "--manager-model", "tiny-random", *common)
     assert answer.exit_code == 0, answer.output
     assert len((tmp_path / "a" / "answer.jsonl").read_text().splitlines()) > 1
+
+
+def test_answer_dataset_on_verbatim_turns(tmp_path, locomo_path):
+    """--memories turns: the bank holds every turn of the session verbatim (as `rag` does), the manager
+    never runs, and each example's memories are those turns."""
+    common = ["--data", locomo_path, "-s", "1", "--embedding-model", "hashing", "--manager-model", "tiny-random"]
+    result = run("data", "build-answer", "--out", tmp_path / "t", "--memories", "turns", *common)
+    assert result.exit_code == 0, result.output
+    store = SQLiteStore(tmp_path / "t" / "bank.db", embedding_model="hashing-64", dim=64)
+    conv = select_sessions(get_conversation(load_locomo(locomo_path), "conv-26"), {1})
+    texts = sorted(e.text for owner in store.owners() for e in store.list(owner))
+    assert texts == sorted(t.render() for t in conv.turns)
+    assert {h.provenance.agent for h in store.history()} == {"rag-index"}
+    rows = [json.loads(r) for r in (tmp_path / "t" / "answer.jsonl").read_text().splitlines()[1:]]
+    assert rows and all(r["memory_ids"] for r in rows)
+    bad = run("data", "build-answer", "--out", tmp_path / "x", "--memories", "facts", *common)
+    assert bad.exit_code != 0 and "--memories must be manager or turns" in bad.output

@@ -17,6 +17,7 @@ import typer
 from rich.progress import TextColumn
 
 from memory_r1.cli.common import (
+    ArgumentError,
     BackendOpt,
     BaseUrlOpt,
     ConvOpt,
@@ -221,6 +222,9 @@ def data_build_answer(
     conversation: ConvOpt = "conv-26",
     sessions: SessionsOpt = None,
     manager_model: Annotated[str, typer.Option(help="Memory Manager whose banks the answers are trained on.")] = DEFAULT_MODEL,
+    memories: Annotated[str, typer.Option(
+        help="manager: the bank the Memory Manager builds; turns: every dialogue turn stored verbatim (the "
+             "`rag` system's bank), which trains the Answer Agent apart from the manager's quality.")] = "manager",
     backend: BackendOpt = "transformers",
     base_url: BaseUrlOpt = None,
     embedding_model: EmbedOpt = PipelineConfig.embedding_model,
@@ -228,8 +232,14 @@ def data_build_answer(
     """Answer Agent training tuples: question, the memories it would retrieve, gold answer."""
     from memory_r1.rl.datasets import build_answer_dataset
 
+    if memories not in ("manager", "turns"):
+        raise ArgumentError(f"--memories must be manager or turns, got {memories!r}")
     conv = load_conversation(data, conversation, sessions)
     system = _dataset_system(manager_model, backend, base_url, embedding_model, out / "bank.db")
+    if memories == "turns":  # every turn is in the turn log afterwards, so the pipeline ingests nothing
+        from memory_r1.eval.systems import index_turns
+
+        index_turns(system.store, system.agents.embedder, conv)
     _build_with_progress(build_answer_dataset, system, conv, out, "ingest", "answer")
 
 

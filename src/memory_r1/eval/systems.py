@@ -130,22 +130,7 @@ class TurnRetrievalSystem:
         path = banks_dir / f"{conversation.sample_id}-turns-{_fingerprint({'kind': 'turns', 'embedding': self.embedder.name})}.db"
         store = self._stores.get(conversation.sample_id) or SQLiteStore(path, embedding_model=self.embedder.name, dim=self.embedder.dim)
         self._stores[conversation.sample_id] = store
-        done = store.turn_log(conversation.sample_id)
-        provenance = Provenance("rag-index", "", "")
-        for session in conversation.sessions:
-            pending = [t for t in session.turns if t.dia_id not in done]
-            if not pending:
-                continue
-            vectors = self.embedder.embed([t.render() for t in pending])
-            for turn, vector in zip(pending, vectors, strict=True):
-                with store.transaction():
-                    store.add(owner_id(conversation.sample_id, turn.speaker), turn.render(), vector,
-                              timestamp=turn.timestamp, occurred_at=turn.occurred_at,
-                              source_turn_ids=(turn.dia_id,), provenance=provenance)
-                    store.log_turn(conversation.sample_id, turn.dia_id, {"indexed": True})
-            for turn in session.turns:
-                if on_turn:
-                    on_turn(turn)
+        index_turns(store, self.embedder, conversation, on_turn)
 
     def answer(self, conversation: Conversation, questions: Sequence[QAItem], seed: int | None) -> list[Answer]:
         owners = [(s, owner_id(conversation.sample_id, s)) for s in conversation.speakers]
@@ -153,6 +138,26 @@ class TurnRetrievalSystem:
 
     def turn_records(self, sample_id: str) -> list[TurnRecord] | None:
         return None
+
+
+def index_turns(store: SQLiteStore, embedder: Embedder, conversation: Conversation,
+                on_turn: OnTurn | None = None) -> None:
+    """Store every dialogue turn verbatim as a memory of its speaker (resumable through the turn log)."""
+    done = store.turn_log(conversation.sample_id)
+    provenance = Provenance("rag-index", "", "")
+    for session in conversation.sessions:
+        pending = [t for t in session.turns if t.dia_id not in done]
+        if pending:
+            vectors = embedder.embed([t.render() for t in pending])
+            for turn, vector in zip(pending, vectors, strict=True):
+                with store.transaction():
+                    store.add(owner_id(conversation.sample_id, turn.speaker), turn.render(), vector,
+                              timestamp=turn.timestamp, occurred_at=turn.occurred_at,
+                              source_turn_ids=(turn.dia_id,), provenance=provenance)
+                    store.log_turn(conversation.sample_id, turn.dia_id, {"indexed": True})
+        for turn in session.turns:
+            if on_turn:
+                on_turn(turn)
 
 
 class FullContextSystem:
