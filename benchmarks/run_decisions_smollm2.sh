@@ -8,7 +8,7 @@ RUNS=${RUNS:-$HOME/memory-r1-runs/manager-decisions}
 PY=${PY:-.venv/bin/python}
 RESULTS=benchmarks/results/manager-decisions-smollm2
 for split in ${SPLITS:-dev test}; do
-  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 flock /tmp/heavy.lock "$PY" -m memory_r1.cli eval manager \
+  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 ${LOCK:-flock /tmp/heavy.lock} "$PY" -m memory_r1.cli eval manager \
     --model smollm2-135m-instruct -p manage-v1 -p manage-v2 -p manage-v3 --split "$split" \
     --max-new-tokens 160 --batch-size 16 --out "$RUNS/$split"
   mkdir -p "$RESULTS/$split"

@@ -2,11 +2,13 @@
 # The learning experiment (issue #8): does RL (or gold-target SFT) improve the packaged SmolLM2-135M agents
 # on held-out LoCoMo TEST conversations? Settings are chosen on conv-30 (validation) only.
 #
-#   banks   base-manager banks, built once and shared by every system: conv-26 sessions 1-6 (training
-#           tuples, one teacher pass), conv-30 sessions 1-3 (validation), and sessions 1-2 of every test
-#           conversation (371 turns, 83 questions: the same subset for every system). The test banks come
-#           from `eval --system memory-r1`, which also gives the base Answer Agent's row.
+#   banks   base-manager banks, built once and shared by every system: conv-26 (training) and conv-30
+#           (validation) sessions 1-6, ingested together (108 + 119 turns; 45 and 33 questions), and
+#           sessions 1-2 of every test conversation (371 turns, 82 questions: the same subset for every
+#           system). Both come from `eval --system memory-r1` (batched across conversations), which also
+#           gives the base Answer Agent's rows.
 #   data    answer tuples on the conv-26 and conv-30 banks.
+#   manager-data  the Memory Manager's training tuples (a teacher pass over conv-26; slow on a CPU).
 #   train   Answer Agent: gold-target SFT, GRPO and PPO (SEEDS training seeds each).
 #   eval    every trained agent on the test subset, on the same base banks; report with paired CIs.
 #
@@ -30,20 +32,23 @@ copy_bank() {  # a consistent copy of a WAL-mode bank, even while another proces
   [ -e "$2" ] || .venv/bin/python -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))' "$1" "$2"
 }
 
-banks() {
-  $mr1 data build-manager --data "$data" --conversation conv-26 --sessions 1-6 --out "$runs/data/manager-conv26"
-  $mr1 eval --split val --sessions 1-3 --system memory-r1 --data "$data" --banks "$runs/banks" \
-    --out "$runs/eval/learning-val-base"
+trainval_banks() {
+  $mr1 eval --split all -c conv-26 -c conv-30 --sessions 1-6 --system memory-r1 --data "$data" \
+    --banks "$runs/banks" --out "$runs/eval/learning-trainval-base"
+}
+
+test_banks() {
   $mr1 eval --split test --sessions "$test_sessions" --system memory-r1 --data "$data" --banks "$runs/banks" \
     --out "$runs/eval/learning-test-base"
 }
 
 datasets() {
   mkdir -p "$runs/data/answer-conv26" "$runs/data/answer-conv30"
-  copy_bank "$runs/data/manager-conv26/teacher.db" "$runs/data/answer-conv26/bank.db"
-  $mr1 data build-answer --data "$data" --conversation conv-26 --sessions 1-6 --out "$runs/data/answer-conv26"
-  copy_bank "$(ls "$runs"/banks/conv-30-memories-*.db | head -1)" "$runs/data/answer-conv30/bank.db"
-  $mr1 data build-answer --data "$data" --conversation conv-30 --sessions 1-3 --out "$runs/data/answer-conv30"
+  for conv in 26 30; do
+    copy_bank "$(ls "$runs"/banks/conv-$conv-memories-*.db | head -1)" "$runs/data/answer-conv$conv/bank.db"
+    $mr1 data build-answer --data "$data" --conversation conv-$conv --sessions 1-6 \
+      --out "$runs/data/answer-conv$conv"
+  done
 }
 
 train() {  # algo seed
@@ -51,9 +56,11 @@ train() {  # algo seed
   [ -e "$dir/final/config.json" ] && return
   local resume=()
   [ -e "$dir/checkpoint/state.pt" ] && resume=(--resume)
+  local algo_args=()
+  [ "$1" = sft ] && algo_args=(--sft-target gold)  # the floor RL is compared against
   $mr1 train answer --algo "$1" --seed "$2" --preset cpu-small --reward f1 --out "$dir" \
     --dataset "$runs/data/answer-conv26" --val-dataset "$runs/data/answer-conv30" --val-every 5 \
-    "${resume[@]}" "${train_args[@]}"
+    "${algo_args[@]}" "${resume[@]}" "${train_args[@]}"
 }
 
 evaluate() {
@@ -75,8 +82,12 @@ evaluate() {
 }
 
 case $stage in
-  all) banks; datasets; for algo in sft grpo ppo; do for s in $seeds; do train "$algo" "$s"; done; done; evaluate ;;
-  banks) banks ;;
+  all) trainval_banks; datasets; test_banks; for algo in sft grpo ppo; do for s in $seeds; do train "$algo" "$s"; done; done; evaluate ;;
+  banks) trainval_banks; test_banks ;;
+  trainval-banks) trainval_banks ;;
+  test-banks) test_banks ;;
+  manager-data) $mr1 data build-manager --data "$data" --conversation conv-26 --sessions 1-6 \
+    --out "$runs/data/manager-conv26" ;;
   data) datasets ;;
   train) for algo in ${ALGOS:-sft grpo ppo}; do for s in $seeds; do train "$algo" "$s"; done; done ;;
   eval) evaluate ;;
