@@ -4,21 +4,26 @@ One routine for every dataset: stream to a temporary sibling while hashing, comp
 the code, check the schema with the dataset's own loader, and only then move the file into place with
 os.replace. An interrupted, corrupted or wrong download (an HTML error page, another revision) never
 leaves a file where the loaders would pick it up; an existing file with the right checksum is kept.
+The loaders also share the reading and schema checks below, so every dataset fails with the same kind
+of one-line message.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from platformdirs import user_data_path
+
+from memory_r1.records import Conversation
 
 
 class DatasetError(ValueError):
@@ -111,3 +116,48 @@ def read_json_text(path: Path, what: str) -> str:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path} is not UTF-8 text (byte {exc.start})") from exc
+
+
+# ---------------------------------------------------------------- schema checks shared by the loaders
+
+
+def read_json(path: Path, what: str) -> Any:
+    """The decoded JSON of a whole file, or one DatasetError line that says where it broke."""
+    try:
+        return json.loads(read_json_text(path, what))
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+
+
+def require_object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DatasetError(f"{where} must be an object, got {type(value).__name__}")
+    return value
+
+
+def require_field(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """obj[key], type-checked (a bool is never an int here), naming the exact place when it is wrong."""
+    if key not in obj:
+        raise DatasetError(f"{where} has no {key!r}")
+    value = obj[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise DatasetError(f"{where}: {key!r} must be {expected}, got {type(value).__name__}")
+    return value
+
+
+def parse_unique(
+    data: Any, parse: Callable[[Any, str], Conversation], source: str, item: str, id_name: str
+) -> list[Conversation]:
+    """`parse(data[i], where)` for a top-level list, refusing anything else and repeated ids."""
+    if not isinstance(data, list):
+        raise DatasetError(f"{source}: top level must be a list of {item}s, got {type(data).__name__}")
+    conversations: list[Conversation] = []
+    seen: set[str] = set()
+    for position, raw in enumerate(data):
+        conv = parse(raw, f"{source}: {item}[{position}]")
+        if conv.sample_id in seen:
+            raise DatasetError(f"{source}: {id_name} {conv.sample_id!r} appears more than once")
+        seen.add(conv.sample_id)
+        conversations.append(conv)
+    return conversations

@@ -8,7 +8,6 @@ malformed evidence ids. They are all resolved here, once, into the typed records
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,7 +20,10 @@ from memory_r1.data.download import (
     DatasetNotFoundError,
     data_home,
     download_verified,
-    read_json_text,
+    parse_unique,
+    read_json,
+    require_field,
+    require_object,
 )
 from memory_r1.records import Category, Conversation, QAItem, Session, Turn
 
@@ -114,52 +116,22 @@ def _parse_range_part(part: str, spec: str) -> set[int]:
 def load_locomo(path: str | Path) -> list[Conversation]:
     """Load locomo10.json (or any file with the same schema) into typed conversations."""
     path = Path(path)
-    text = read_json_text(path, "LoCoMo")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(
-            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from exc
+    data = read_json(path, "LoCoMo")
     return parse_locomo(data, source=str(path))
 
 
 def parse_locomo(data: Any, source: str = "<data>") -> list[Conversation]:
     """Turn already-decoded LoCoMo JSON into conversations, validating the schema as it goes."""
-    if not isinstance(data, list):
-        raise DatasetError(
-            f"{source}: top level must be a list of samples, got {type(data).__name__}"
-        )
-    conversations: list[Conversation] = []
-    seen: set[str] = set()
-    for position, sample in enumerate(data):
-        conv = _parse_sample(sample, f"{source}: sample[{position}]")
-        if conv.sample_id in seen:
-            raise DatasetError(f"{source}: sample_id {conv.sample_id!r} appears more than once")
-        seen.add(conv.sample_id)
-        conversations.append(conv)
-    return conversations
-
-
-def _require(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    """Fetch obj[key] and check its type, naming the exact place when it is wrong."""
-    if key not in obj:
-        raise DatasetError(f"{where} has no {key!r}")
-    value = obj[key]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise DatasetError(f"{where}: {key!r} must be {expected}, got {type(value).__name__}")
-    return value
+    return parse_unique(data, _parse_sample, source, "sample", "sample_id")
 
 
 def _parse_sample(sample: Any, where: str) -> Conversation:
-    if not isinstance(sample, dict):
-        raise DatasetError(f"{where} must be an object, got {type(sample).__name__}")
-    sample_id = _require(sample, "sample_id", str, where)
-    conversation = _require(sample, "conversation", dict, sample_id)
-    speaker_a = _require(conversation, "speaker_a", str, f"{sample_id}: conversation")
-    speaker_b = _require(conversation, "speaker_b", str, f"{sample_id}: conversation")
-    raw_qa = _require(sample, "qa", list, sample_id)
+    sample = require_object(sample, where)
+    sample_id = require_field(sample, "sample_id", str, where)
+    conversation = require_field(sample, "conversation", dict, sample_id)
+    speaker_a = require_field(conversation, "speaker_a", str, f"{sample_id}: conversation")
+    speaker_b = require_field(conversation, "speaker_b", str, f"{sample_id}: conversation")
+    raw_qa = require_field(sample, "qa", list, sample_id)
     return Conversation(
         sample_id=sample_id,
         speaker_a=speaker_a,
@@ -188,7 +160,7 @@ def _parse_sessions(conversation: Mapping[str, Any], sample_id: str) -> tuple[Se
 
 def _parse_session(conversation: Mapping[str, Any], sample_id: str, number: int) -> Session:
     key = f"session_{number}"
-    timestamp = _require(conversation, f"{key}_date_time", str, f"{sample_id}: conversation")
+    timestamp = require_field(conversation, f"{key}_date_time", str, f"{sample_id}: conversation")
     occurred_at = parse_locomo_datetime(timestamp)
     turns = tuple(
         _parse_turn(raw, f"{sample_id}: {key}[{i}]", number, timestamp, occurred_at)
@@ -200,15 +172,14 @@ def _parse_session(conversation: Mapping[str, Any], sample_id: str, number: int)
 def _parse_turn(
     raw: Any, where: str, session: int, timestamp: str, occurred_at: datetime | None
 ) -> Turn:
-    if not isinstance(raw, dict):
-        raise DatasetError(f"{where} must be an object, got {type(raw).__name__}")
+    raw = require_object(raw, where)
     caption = raw.get("blip_caption")
     if caption is not None and not isinstance(caption, str):
         raise DatasetError(f"{where}: 'blip_caption' must be str, got {type(caption).__name__}")
     return Turn(
-        speaker=_require(raw, "speaker", str, where),
-        dia_id=_require(raw, "dia_id", str, where),
-        text=_require(raw, "text", str, where),
+        speaker=require_field(raw, "speaker", str, where),
+        dia_id=require_field(raw, "dia_id", str, where),
+        text=require_field(raw, "text", str, where),
         session=session,
         timestamp=timestamp,
         occurred_at=occurred_at,
@@ -218,10 +189,9 @@ def _parse_turn(
 
 def _parse_qa(raw: Any, sample_id: str, index: int) -> QAItem:
     where = f"{sample_id}: qa[{index}]"
-    if not isinstance(raw, dict):
-        raise DatasetError(f"{where} must be an object, got {type(raw).__name__}")
-    question = _require(raw, "question", str, where)
-    code = _require(raw, "category", int, where)
+    raw = require_object(raw, where)
+    question = require_field(raw, "question", str, where)
+    code = require_field(raw, "category", int, where)
     try:
         category = Category(code)
     except ValueError:

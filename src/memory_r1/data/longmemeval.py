@@ -22,7 +22,6 @@ numbered from 1, dia_ids "D<session>:<turn>"; the evidence of the single QAItem 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -35,7 +34,10 @@ from memory_r1.data.download import (
     RemoteFile,
     data_home,
     download_verified,
-    read_json_text,
+    parse_unique,
+    read_json,
+    require_field,
+    require_object,
 )
 from memory_r1.records import Conversation, QAItem, Session, Turn
 
@@ -82,56 +84,31 @@ def parse_longmemeval_date(text: str) -> datetime | None:
 def load_longmemeval(path: str | Path) -> list[Conversation]:
     """Load any of the three LongMemEval files into one conversation per question."""
     path = Path(path)
-    text = read_json_text(path, "LongMemEval")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    data = read_json(path, "LongMemEval")
     return parse_longmemeval(data, source=str(path))
 
 
 def parse_longmemeval(data: Any, source: str = "<data>") -> list[Conversation]:
-    if not isinstance(data, list):
-        raise DatasetError(f"{source}: top level must be a list of questions, got {type(data).__name__}")
-    conversations: list[Conversation] = []
-    seen: set[str] = set()
-    for position, item in enumerate(data):
-        conv = _parse_item(item, f"{source}: item[{position}]")
-        if conv.sample_id in seen:
-            raise DatasetError(f"{source}: question_id {conv.sample_id!r} appears more than once")
-        seen.add(conv.sample_id)
-        conversations.append(conv)
-    return conversations
-
-
-def _field(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if key not in obj:
-        raise DatasetError(f"{where} has no {key!r}")
-    value = obj[key]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise DatasetError(f"{where}: {key!r} must be {expected}, got {type(value).__name__}")
-    return value
+    return parse_unique(data, _parse_item, source, "item", "question_id")
 
 
 def _strings(obj: Mapping[str, Any], key: str, where: str) -> list[str]:
-    value = _field(obj, key, list, where)
+    value = require_field(obj, key, list, where)
     if not all(isinstance(v, str) for v in value):
         raise DatasetError(f"{where}: {key!r} must be a list of str")
     return value
 
 
 def _parse_item(item: Any, where: str) -> Conversation:
-    if not isinstance(item, dict):
-        raise DatasetError(f"{where} must be an object, got {type(item).__name__}")
-    qid = _field(item, "question_id", str, where)
+    item = require_object(item, where)
+    qid = require_field(item, "question_id", str, where)
     where = f"{where} ({qid})"
-    qtype = _field(item, "question_type", str, where)
+    qtype = require_field(item, "question_type", str, where)
     if qtype not in QUESTION_TYPES:
         raise DatasetError(f"{where}: unknown question_type {qtype!r} (expected one of {', '.join(QUESTION_TYPES)})")
     ids = _strings(item, "haystack_session_ids", where)
     dates = _strings(item, "haystack_dates", where)
-    raw_sessions = _field(item, "haystack_sessions", list, where)
+    raw_sessions = require_field(item, "haystack_sessions", list, where)
     if not len(ids) == len(dates) == len(raw_sessions):
         raise DatasetError(f"{where}: haystack_session_ids, haystack_dates and haystack_sessions differ in "
                            f"length ({len(ids)}, {len(dates)}, {len(raw_sessions)})")
@@ -145,10 +122,10 @@ def _parse_item(item: Any, where: str) -> Conversation:
         for t, mark in zip(s.turns, marks, strict=True)
         if mark or (sid in answer_sessions and not any(marks))
     )
-    answer = _field(item, "answer", (str, int, float), where)
-    date = _field(item, "question_date", str, where)
+    answer = require_field(item, "answer", (str, int, float), where)
+    date = require_field(item, "question_date", str, where)
     qa = QAItem(
-        sample_id=qid, index=0, question=_field(item, "question", str, where), answer=str(answer),
+        sample_id=qid, index=0, question=require_field(item, "question", str, where), answer=str(answer),
         category=None, evidence=evidence, dataset="longmemeval", question_type=qtype,
         abstention=qid.endswith(ABSTENTION_SUFFIX), question_date=date,
     )
@@ -162,12 +139,11 @@ def _parse_session(raw: Any, number: int, date: str, where: str) -> Session:
     turns = []
     for i, turn in enumerate(raw, start=1):
         at = f"{where}[{i - 1}]"
-        if not isinstance(turn, dict):
-            raise DatasetError(f"{at} must be an object, got {type(turn).__name__}")
-        role = _field(turn, "role", str, at)
+        turn = require_object(turn, at)
+        role = require_field(turn, "role", str, at)
         if role not in _ROLES:
             raise DatasetError(f"{at}: role must be 'user' or 'assistant', got {role!r}")
-        turns.append(Turn(speaker=_ROLES[role], dia_id=f"D{number}:{i}", text=_field(turn, "content", str, at),
+        turns.append(Turn(speaker=_ROLES[role], dia_id=f"D{number}:{i}", text=require_field(turn, "content", str, at),
                           session=number, timestamp=date, occurred_at=occurred_at))
     return Session(index=number, timestamp=date, occurred_at=occurred_at, turns=tuple(turns))
 

@@ -32,6 +32,8 @@ from memory_r1.data.download import (
     data_home,
     download_verified,
     read_json_text,
+    require_field,
+    require_object,
 )
 from memory_r1.records import Conversation, QAItem, Session, Turn
 
@@ -63,21 +65,21 @@ def load_msc(path: str | Path) -> list[Conversation]:
 
 
 def parse_msc_row(row: Any, index: int, where: str = "<row>") -> Conversation:
-    if not isinstance(row, dict):
-        raise DatasetError(f"{where} must be an object, got {type(row).__name__}")
-    previous = _field(row, "previous_dialogs", list, where)
-    current = _field(row, "dialog", list, where)
+    row = require_object(row, where)
+    previous = require_field(row, "previous_dialogs", list, where)
+    current = require_field(row, "dialog", list, where)
     total = len(previous) + 1
-    sessions = [
-        _session(_field(_object(p, f"{where}: previous_dialogs[{i}]"), "dialog", list, f"{where}: previous_dialogs[{i}]"),
-                 i + 1, _label(i + 1, p), f"{where}: previous_dialogs[{i}]")
-        for i, p in enumerate(previous)
-    ]
+    sessions = []
+    for i, p in enumerate(previous):
+        at = f"{where}: previous_dialogs[{i}]"
+        dialog = require_field(require_object(p, at), "dialog", list, at)
+        sessions.append(_session(dialog, i + 1, _label(i + 1, p), at))
     sessions.append(_session(current, total, f"session {total} (the current session)", f"{where}: dialog"))
-    qa_raw = _object(row.get("self_instruct"), f"{where}: self_instruct")
+    qa_raw = require_object(row.get("self_instruct"), f"{where}: self_instruct")
     sample_id = f"msc-{index}"
-    qa = QAItem(sample_id=sample_id, index=0, question=_field(qa_raw, "B", str, f"{where}: self_instruct"),
-                answer=_field(qa_raw, "A", str, f"{where}: self_instruct"), category=None, evidence=(), dataset="msc")
+    at = f"{where}: self_instruct"
+    qa = QAItem(sample_id=sample_id, index=0, question=require_field(qa_raw, "B", str, at),
+                answer=require_field(qa_raw, "A", str, at), category=None, evidence=(), dataset="msc")
     return Conversation(sample_id, SPEAKERS[0], SPEAKERS[1], tuple(sessions), (qa,))
 
 
@@ -90,27 +92,13 @@ def _session(raw: list[Any], number: int, timestamp: str, where: str) -> Session
     turns = []
     for i, turn in enumerate(raw):
         at = f"{where}[{i}]"
-        turn = _object(turn, at)
+        turn = require_object(turn, at)
         speaker = turn.get("id", SPEAKERS[i % 2])
         if speaker not in SPEAKERS:
             raise DatasetError(f"{at}: 'id' must be 'Speaker 1' or 'Speaker 2', got {speaker!r}")
-        turns.append(Turn(speaker=speaker, dia_id=f"D{number}:{i + 1}", text=_field(turn, "text", str, at),
+        turns.append(Turn(speaker=speaker, dia_id=f"D{number}:{i + 1}", text=require_field(turn, "text", str, at),
                           session=number, timestamp=timestamp))
     return Session(index=number, timestamp=timestamp, occurred_at=None, turns=tuple(turns))
-
-
-def _object(value: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise DatasetError(f"{where} must be an object, got {type(value).__name__}")
-    return value
-
-
-def _field(obj: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
-    if key not in obj:
-        raise DatasetError(f"{where} has no {key!r}")
-    if not isinstance(obj[key], kind):
-        raise DatasetError(f"{where}: {key!r} must be {kind.__name__}, got {type(obj[key]).__name__}")
-    return obj[key]
 
 
 def default_msc_path() -> Path:
