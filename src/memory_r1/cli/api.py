@@ -1,10 +1,12 @@
-"""Commands on the `Memory` API (any user's messages, by scope) and the REST server."""
+"""Commands on the `Memory` API (any user's messages, by scope), the REST server and the MCP server."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -12,6 +14,9 @@ from rich.table import Table
 from memory_r1.cli.common import BackendOpt, BaseUrlOpt, EmbedOpt, ModelOpt, app, console, user_errors
 from memory_r1.memory import Memory, default_store_path
 from memory_r1.pipeline import DEFAULT_MODEL, Agents, PipelineConfig
+
+if TYPE_CHECKING:
+    from memory_r1.service.keys import KeyStore
 
 StoreOpt = Annotated[str | None, typer.Option(
     "--store", help="SQLite bank file or postgresql:// DSN (default: $MEMORY_R1_BANK or the user data dir).")]
@@ -112,10 +117,54 @@ def serve_command(
     base_url: BaseUrlOpt = None,
     embedding_model: EmbedOpt = PipelineConfig.embedding_model,
 ) -> None:
-    """Serve the memory API over HTTP (OpenAPI at /docs). Prints the admin key once, on first start."""
+    """Serve the memory API over HTTP (OpenAPI at /docs) and the MCP tools at /mcp, on one loaded model set.
+    Prints the admin key once, on first start."""
     import uvicorn
 
     from memory_r1.service.app import ServiceConfig, create_app
+
+    memory, key_store = _served(host, store, keys, no_auth, model, backend, base_url, embedding_model)
+    app_ = create_app(memory, key_store, ServiceConfig(auth=not no_auth), host=host)
+    uvicorn.run(app_, host=host, port=port)
+
+
+@app.command("mcp")
+@user_errors
+def mcp_command(
+    transport: Annotated[str, typer.Option(help="stdio (for a local agent host) or http (streamable HTTP at /mcp).")]
+    = "stdio",
+    host: Annotated[str, typer.Option(help="http: interface to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="http: TCP port.")] = 8000,
+    store: StoreOpt = None,
+    keys: Annotated[Path | None, typer.Option(help="http: API key file (default: keys.db next to the store).")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="http: no API keys; loopback hosts only.")] = False,
+    model: ModelOpt = DEFAULT_MODEL,
+    backend: BackendOpt = "transformers",
+    base_url: BaseUrlOpt = None,
+    embedding_model: EmbedOpt = PipelineConfig.embedding_model,
+) -> None:
+    """Serve the memory tools over MCP: stdio (the host starts this command) or streamable HTTP with API keys."""
+    if transport not in ("stdio", "http"):
+        raise ValueError(f"--transport must be stdio or http, not {transport!r}")
+    if transport == "stdio":
+        from memory_r1.service.mcp import run_stdio
+
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the protocol: loading must not print there
+            memory = _memory(store, model, backend, base_url, embedding_model)
+        run_stdio(memory)
+        return
+    import uvicorn
+
+    from memory_r1.service.core import Service, ServiceConfig
+    from memory_r1.service.mcp import mcp_app
+
+    memory, key_store = _served(host, store, keys, no_auth, model, backend, base_url, embedding_model)
+    uvicorn.run(mcp_app(Service(memory, key_store, ServiceConfig(auth=not no_auth)), host), host=host, port=port)
+
+
+def _served(host: str, store: str | None, keys: Path | None, no_auth: bool, model: str, backend: str,
+            base_url: str | None, embedding_model: str) -> tuple[Memory, KeyStore]:
+    """The memory and key store of a network server; the admin key is printed once, on first start."""
     from memory_r1.service.keys import KeyStore
 
     if no_auth and not _loopback(host):
@@ -127,7 +176,7 @@ def serve_command(
     admin = key_store.ensure_admin()
     if admin and not no_auth:
         console.print(f"admin API key (shown once, stored only as a hash in {key_path}):\n  {admin}")
-    uvicorn.run(create_app(memory, key_store, ServiceConfig(auth=not no_auth)), host=host, port=port)
+    return memory, key_store
 
 
 def _loopback(host: str) -> bool:

@@ -1,48 +1,30 @@
-"""The REST app: Mem0-shaped routes over `Memory`, API-key tenancy, limits, JSON errors.
+"""The REST app: Mem0-shaped routes over `Memory`, API-key tenancy, limits, JSON errors; the MCP tools at /mcp.
 
-Handlers are plain functions, so Starlette runs them in its worker thread pool; writes to one scope are
-serialised by a per-scope lock, and model calls (inference adds, answers) by one lock per loaded model set,
-because a local generator is not thread-safe. Every error a client can cause is a 4xx with a JSON body
+Handlers are plain functions, so Starlette runs them in its worker thread pool; locks and tenancy are the
+`core.Service` the MCP tools share. Every error a client can cause is a 4xx with a JSON body
 {"error": ..., "detail": ...}; a store that went away is a 503 and a model backend timeout a 504.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, nullcontext
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
+from starlette.routing import Route
 
 from memory_r1.bank import BankError, MemoryNotFoundError
 from memory_r1.memory import Memory, MemoryInputError
 from memory_r1.records import Scope, ScopeError
+from memory_r1.service.core import ApiError, Service, ServiceConfig
 from memory_r1.service.keys import KeyStore, Principal
-
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    max_body_bytes: int = 256 * 1024
-    """Our choice: 100 messages of a few KB each fit; anything larger is refused with 413."""
-    rate_per_minute: int = 600
-    """Per API key; our choice: 10 requests/s sustained, bursts up to the same number."""
-    auth: bool = True
-    """False only with the explicit loopback-only no-auth flag: every request is tenant "local"."""
-
+from memory_r1.service.mcp import MCP_PATH, mcp_endpoint
 
 MemoryId = Annotated[int, Path(ge=1, le=2**62)]
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
 
 
 class ScopeBody(BaseModel):
@@ -78,68 +60,41 @@ class KeyBody(BaseModel):
     admin: bool = False
 
 
-class RateLimiter:
-    """Token bucket per key: `rate` tokens a minute, bucket size `rate`."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate, self._lock = rate, threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.rate), now))
-            tokens = min(float(self.rate), tokens + (now - last) * self.rate / 60.0)
-            if tokens < 1.0:
-                self._buckets[key] = (tokens, now)
-                return False
-            self._buckets[key] = (tokens - 1.0, now)
-            return True
-
-
-class ScopeLocks:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-
-    @contextmanager
-    def hold(self, tenant: str, scope: Scope) -> Iterator[None]:
-        with self._lock:
-            lock = self._locks.setdefault((tenant, scope.key), threading.Lock())
-        with lock:
-            yield
-
-
 def _scope(body: ScopeBody | None = None, **ids: str | None) -> Scope:
     values = body.model_dump(include={"user_id", "agent_id", "run_id"}) if body else ids
     return Scope(values.get("user_id"), values.get("agent_id"), values.get("run_id"))
 
 
-def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceConfig()) -> FastAPI:
-    """The app over one `Memory` (one store, one loaded model set); tenants are namespaces in it."""
-    app = FastAPI(title="memory-r1", version="1", description="Long-term memory with a trained Memory Manager.")
-    limiter, locks, model_lock = RateLimiter(config.rate_per_minute), ScopeLocks(), threading.Lock()
+def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceConfig(), *,
+               mcp: bool = True, host: str = "127.0.0.1") -> FastAPI:
+    """The app over one `Memory` (one store, one loaded model set); tenants are namespaces in it.
+    `mcp`: also serve the MCP tools (streamable HTTP) at /mcp on the same `Service`; `host`: the interface
+    served, for the MCP transport's DNS-rebinding protection on loopback."""
+    service = Service(memory, keys, config)
+    mounted = mcp_endpoint(service, host) if mcp else None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with mounted.running() if mounted else nullcontext():
+            yield
+
+    app = FastAPI(title="memory-r1", version="1", description="Long-term memory with a trained Memory Manager.",
+                  lifespan=lifespan)
+    if mounted:
+        app.router.routes.append(Route(MCP_PATH, endpoint=mounted))
 
     def principal(authorization: str | None = Header(None)) -> Principal:
-        if not config.auth:
-            return Principal("local", True)
-        if not authorization:
-            raise ApiError(401, "unauthorized", "missing Authorization header (use 'Token <api key>')")
-        scheme, _, key = authorization.partition(" ")
-        found = keys.lookup(key.strip()) if scheme.lower() in ("token", "bearer") else None
-        if found is None:
-            raise ApiError(401, "unauthorized", "unknown API key")
-        if not limiter.allow(key.strip()):
-            raise ApiError(429, "rate_limited", f"more than {config.rate_per_minute} requests a minute for this key")
-        return found
+        return service.authenticate(authorization)
 
     def tenant_memory(who: Principal = Depends(principal)) -> tuple[Principal, Memory]:
-        return who, memory.in_namespace(who.tenant)
+        return who, service.tenant(who)
 
     Ctx = tuple[Principal, Memory]
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        if request.url.path == MCP_PATH:  # the MCP transport enforces the same limit itself
+            return await call_next(request)
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
             return _error(413, "payload_too_large", f"body over {config.max_body_bytes} bytes")
@@ -156,7 +111,7 @@ def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceCo
     @app.post("/v1/memories/")
     def add(body: AddBody, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
         scope = _scope(body)
-        with locks.hold(ctx[0].tenant, scope), (model_lock if body.infer else _nothing()):
+        with service.writing(ctx[0].tenant, scope, model=body.infer):
             result = ctx[1].add(body.messages, **scope.to_json(), metadata=body.metadata, infer=body.infer,
                                 timestamp=body.timestamp)
         return result.to_json()
@@ -181,20 +136,20 @@ def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceCo
     @app.put("/v1/memories/{memory_id}/")
     def update(memory_id: MemoryId, body: UpdateBody, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
         scope = ctx[1].get(memory_id).scope
-        with locks.hold(ctx[0].tenant, scope):
+        with service.writing(ctx[0].tenant, scope):
             return ctx[1].update(memory_id, body.text).to_json()
 
     @app.delete("/v1/memories/{memory_id}/")
     def delete(memory_id: MemoryId, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
         scope = ctx[1].get(memory_id).scope
-        with locks.hold(ctx[0].tenant, scope):
+        with service.writing(ctx[0].tenant, scope):
             return ctx[1].delete(memory_id).to_json()
 
     @app.delete("/v1/memories/")
     def delete_all(user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
                    ctx: Ctx = Depends(tenant_memory)) -> dict[str, int]:
         scope = _scope(user_id=user_id, agent_id=agent_id, run_id=run_id)
-        with locks.hold(ctx[0].tenant, scope):
+        with service.writing(ctx[0].tenant, scope):
             return {"deleted": ctx[1].delete_all(scope)}
 
     @app.post("/v1/memories/{memory_id}/purge/")
@@ -204,7 +159,7 @@ def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceCo
     @app.post("/v1/purge/")
     def purge_scope(body: ScopeBody, ctx: Ctx = Depends(tenant_memory)) -> dict[str, int]:
         scope = _scope(body)
-        with locks.hold(ctx[0].tenant, scope):
+        with service.writing(ctx[0].tenant, scope):
             return {"purged": ctx[1].purge(scope)}
 
     @app.get("/v1/memories/{memory_id}/history/")
@@ -217,7 +172,7 @@ def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceCo
 
     @app.post("/v1/answer/")
     def answer(body: AnswerBody, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
-        with model_lock:
+        with service.model_lock:
             result = ctx[1].answer(body.question, _scope(body))
         return {"answer": result.answer, "memory_ids": list(result.selected_memory_ids),
                 "parse_error": result.parse_error}
@@ -240,11 +195,6 @@ def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceCo
         return {"key": keys.create(body.tenant, admin=body.admin), "tenant": body.tenant}
 
     return app
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _history_json(h: Any) -> dict[str, Any]:
