@@ -194,3 +194,32 @@ def test_stdio_session_on_a_memory_r1_mcp_subprocess(tmp_path: Path, scripted_ag
     with Memory(str(store), scripted_agents()) as memory:  # written through, no tenant: the user's own store
         assert [i.memory for i in memory.get_all(Scope("alice"))] == ["I love green tea", "I live in Porto"]
         assert [i.memory for i in memory.get_all(Scope("bob"))] == ["I love hiking"]
+
+
+def test_rest_and_mcp_share_one_postgresql_store(pg_dsn: str, scripted_agents, live) -> None:
+    """`memory-r1 serve --store postgresql://...`: REST and MCP writes land in one PostgreSQL store, by tenant."""
+    keys = KeyStore()
+    memory = Memory(pg_dsn, scripted_agents())
+    server = live(create_app(memory, keys, ServiceConfig(rate_per_minute=10**6)))
+    a, b = keys.create("tenant-a"), keys.create("tenant-b")
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Token {a}"}, timeout=30) as rest:
+        added = rest.post("/v1/memories/", json={"messages": "I love green tea", "user_id": "alice", "infer": False})
+        assert added.status_code == 200, added.text
+        [tea] = added.json()["results"]
+
+    async def main() -> None:
+        async with http_session(server.url, a) as sa, http_session(server.url, b) as sb:
+            hits = (await call(sa, "search_memories", query="green tea", user_id="alice"))["results"]
+            assert [(h["id"], h["memory"]) for h in hits] == [(tea["id"], "I love green tea")]
+            await call(sa, "add_memory", messages="I love hiking", user_id="bob", infer=False)
+            await call(sa, "add_memory", messages="I adopted a cat", user_id="bob")  # extraction + manager
+            assert "not found" in await tool_error(sb, "get_memory", memory_id=tea["id"])
+            assert (await call(sb, "list_memories", user_id="alice"))["results"] == []
+
+    run(main)
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Token {a}"}, timeout=30) as rest:
+        bob = rest.get("/v1/memories/", params={"user_id": "bob"}).json()["results"]
+        assert bob[0]["memory"] == "I love hiking" and len(bob) == 2
+    memory.close()
+    with Memory(pg_dsn, scripted_agents()) as again:  # durable in the server, not in the process
+        assert again.in_namespace("tenant-a").get_all(Scope("bob"))[0].memory == "I love hiking"
