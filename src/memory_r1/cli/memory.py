@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from memory_r1.bank import BankError
+from memory_r1.bank import BankError, MemoryStore
 from memory_r1.cli.common import (
     BackendOpt,
     BankOpt,
@@ -35,7 +36,7 @@ from memory_r1.cli.common import (
     user_errors,
 )
 from memory_r1.pipeline import DEFAULT_MODEL, Agents, MemorySystem, PipelineConfig
-from memory_r1.records import Conversation, QAItem
+from memory_r1.records import Conversation, QAItem, Scope
 from memory_r1.settings import apply_overrides
 
 MAX_K = 100_000  # our choice: a bound for counts a user types (-k, --questions); far above any real use
@@ -103,22 +104,72 @@ def ask(
 # ---------------------------------------------------------------- memories
 
 
+ScopeUser = Annotated[str | None, typer.Option("--user", help="Only this scope's user_id (with --agent/--run).")]
+ScopeAgent = Annotated[str | None, typer.Option("--agent", help="agent_id of the scope.")]
+ScopeRun = Annotated[str | None, typer.Option("--run", help="run_id of the scope.")]
+StoreOpt = Annotated[str | None, typer.Option(
+    "--store", help="SQLite bank file or postgresql:// DSN (instead of --bank).")]
+UNDOABLE = ("ADD", "UPDATE", "DELETE")
+
+
+def _owner(owner: str | None, user: str | None, agent: str | None, run: str | None) -> str | None:
+    """The store key to filter on: --owner as given, or the key of the scope --user/--agent/--run."""
+    owner = check_text("--owner", owner)
+    if user is None and agent is None and run is None:
+        return owner
+    if owner is not None:
+        raise ValueError("give --owner or a scope (--user/--agent/--run), not both")
+    return Scope(user, agent, run).key
+
+
+def _open(bank: Path | None, store: str | None, *, read_only: bool = False) -> MemoryStore:
+    """--store (a SQLite file or a postgresql:// DSN) or --bank: an existing bank."""
+    if store is not None and bank is not None:
+        raise ValueError("give --store or --bank, not both")
+    if store is not None and store.startswith(("postgresql://", "postgres://")):
+        from memory_r1.bank.postgres import PostgresStore
+
+        return PostgresStore(store)
+    return open_existing_bank(Path(store) if store is not None else bank, read_only=read_only)
+
+
 @memories_app.command("list")
 @user_errors
 def memories_list(
     bank: BankOpt = None,
     owner: Annotated[str | None, typer.Option(help="Only this owner, e.g. conv-26:Caroline.")] = None,
     include_deleted: Annotated[bool, typer.Option("--all", help="Include soft-deleted memories.")] = False,
+    user: ScopeUser = None,
+    agent: ScopeAgent = None,
+    run: ScopeRun = None,
+    store: StoreOpt = None,
 ) -> None:
-    """List memories."""
-    owner = check_text("--owner", owner)
-    with open_existing_bank(bank, read_only=True) as store:
-        table = Table(title=f"memories in {bank or default_bank()}")
+    """List memories (of one owner or scope, or all)."""
+    key = _owner(owner, user, agent, run)
+    with closing(_open(bank, store, read_only=True)) as opened:
+        table = Table(title=f"memories in {_where(bank, store)}")
         for column in ("id", "owner", "when", "text", "deleted"):
             table.add_column(column)
-        for e in store.list(owner, include_deleted=include_deleted):
-            table.add_row(str(e.id), e.owner, e.timestamp, e.text, "yes" if e.deleted else "")
+        for e in opened.list(key, include_deleted=include_deleted):
+            table.add_row(str(e.id), _label(e.owner), e.timestamp, e.text, "yes" if e.deleted else "")
         console.print(table)
+
+
+def _where(bank: Path | None, store: str | None) -> str:
+    if store is not None and store.startswith(("postgresql://", "postgres://")):
+        return store.split("@")[-1].split("?")[0]  # never print a password
+    return str(store or bank or default_bank())
+
+
+def _label(owner: str) -> str:
+    """A store key as people read it: LoCoMo owners verbatim, scopes as user/agent/run."""
+    try:
+        scope = Scope.from_key(owner)
+    except ValueError:
+        return owner
+    if scope.agent_id is None and scope.run_id is None:
+        return owner
+    return " ".join(f"{k}={v}" for k, v in scope.to_json().items() if v is not None)
 
 
 @memories_app.command("search")
@@ -151,13 +202,17 @@ def memories_history(
     memory: Annotated[int | None, typer.Option("--memory", help="Only this memory id.")] = None,
     owner: Annotated[str | None, typer.Option(help="Only this owner.")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the last N events.")] = None,
+    user: ScopeUser = None,
+    agent: ScopeAgent = None,
+    run: ScopeRun = None,
+    store: StoreOpt = None,
 ) -> None:
     """Every change ever made: operation, before/after, who decided, why."""
     check_int("--memory", memory, 1)
     check_int("--limit", limit, 1)
-    owner = check_text("--owner", owner)
-    with open_existing_bank(bank, read_only=True) as store:
-        rows = store.history(memory_id=memory, owner=owner, limit=limit)
+    key = _owner(owner, user, agent, run)
+    with closing(_open(bank, store, read_only=True)) as opened:
+        rows = opened.history(memory_id=memory, owner=key, limit=limit)
         table = Table(title="history")
         for column in ("#", "event", "memory", "before", "after", "by", "reason", "undone"):
             table.add_column(column)
@@ -173,12 +228,33 @@ def memories_history(
 def memories_undo(
     history_id: Annotated[int | None, typer.Argument(help="History event to revert (default: the latest change).")] = None,
     bank: BankOpt = None,
+    user: ScopeUser = None,
+    agent: ScopeAgent = None,
+    run: ScopeRun = None,
+    store: StoreOpt = None,
 ) -> None:
-    """Revert one change (ADD, UPDATE or DELETE). The undo itself is recorded."""
+    """Revert one change (ADD, UPDATE or DELETE); with a scope, only that scope's (default: its latest).
+    The undo itself is recorded."""
     check_int("HISTORY_ID", history_id, 1)
-    with open_existing_bank(bank) as store:
-        record = store.undo(history_id)
+    key = _owner(None, user, agent, run)
+    with closing(_open(bank, store)) as opened:
+        if key is not None:
+            history_id = _scoped_undo_target(opened, key, history_id)
+        record = opened.undo(history_id)
         console.print(f"undone: {record.event} of memory {record.memory_id} (history #{record.id})")
+
+
+def _scoped_undo_target(store: MemoryStore, key: str, history_id: int | None) -> int:
+    """The scope's latest change not yet undone, or `history_id` if it belongs to the scope."""
+    rows = store.history(owner=key)
+    if history_id is not None:
+        if not any(h.id == history_id for h in rows):
+            raise BankError(f"history #{history_id} is not a change of {_label(key)}")
+        return history_id
+    undoable = [h.id for h in rows if h.event in UNDOABLE and not h.undone]
+    if not undoable:
+        raise BankError(f"nothing to undo in {_label(key)}")
+    return undoable[-1]
 
 
 # ---------------------------------------------------------------- data
