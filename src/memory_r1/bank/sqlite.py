@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -137,6 +138,7 @@ class SQLiteStore:
             self._conn.close()
             raise
         self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        self._file = _file_id(self.path)  # a file removed or replaced while open is "unavailable", not written
 
     @property
     def dim(self) -> int | None:
@@ -688,6 +690,8 @@ class SQLiteStore:
 
     def _commit(self) -> None:
         try:
+            if self._file is not None and _file_id(self.path) != self._file:  # gone while we wrote
+                raise sqlite3.OperationalError("bank unavailable: the file was removed or replaced while open")
             self._conn.execute("COMMIT")
         except sqlite3.Error as error:  # e.g. disk full: the transaction is lost, say so plainly
             if self._conn.in_transaction:
@@ -711,6 +715,8 @@ class SQLiteStore:
     def _guard(self) -> Iterator[None]:
         """Hold the lock; turn SQLite's errors (locked, read-only, I/O, id out of range) into BankError."""
         with self._lock:
+            if self._depth == 0 and self._file is not None and _file_id(self.path) != self._file:
+                raise BankError(f"{self.path}: bank unavailable: the file was removed or replaced while open")
             try:
                 yield
             except sqlite3.Error as error:
@@ -770,6 +776,14 @@ class SQLiteStore:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    """(device, inode) of a bank file, None for ":memory:" or a file that is gone."""
+    try:
+        return None if path == ":memory:" else (os.stat(path).st_dev, os.stat(path).st_ino)
+    except OSError:
+        return None
 
 
 def _connect(path: str, read_only: bool, timeout: float) -> sqlite3.Connection:

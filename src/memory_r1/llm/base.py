@@ -47,6 +47,10 @@ class GenerationError(RuntimeError):
     """A backend could not produce text (server down after retries, bad model, ...)."""
 
 
+class BackendTimeoutError(GenerationError, TimeoutError):
+    """The backend did not answer in time, on the last of its retries (a `GenerationError` and a `TimeoutError`)."""
+
+
 @runtime_checkable
 class Generator(Protocol):
     @property

@@ -16,6 +16,7 @@ from typing import Literal
 import httpx
 
 from memory_r1.llm.base import (
+    BackendTimeoutError,
     Generation,
     GenerationConfig,
     GenerationError,
@@ -129,15 +130,16 @@ class OpenAIGenerator:
         return Generation(truncate_at_stop(text, config.stop), usage, self.model)
 
     def _post(self, body: dict) -> httpx.Response:
-        problem = ""
+        problem, timed_out = "", False
         for attempt in range(self.max_retries + 1):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
                 response = self._client.post(self.url, json=body)
             except httpx.TransportError as e:  # refused, reset, timed out, ...
-                problem = f"{type(e).__name__}: {e}"
+                problem, timed_out = f"{type(e).__name__}: {e}", isinstance(e, httpx.TimeoutException)
                 continue
+            timed_out = False
             if response.status_code < 400:
                 return response
             problem = f"HTTP {response.status_code}: {_excerpt(response)}"
@@ -145,7 +147,7 @@ class OpenAIGenerator:
                 raise SchemaRefusedError(problem)
             if response.status_code not in RETRY_STATUS:
                 raise GenerationError(f"{self.url} (model {self.model!r}) answered {problem}")
-        raise GenerationError(
+        raise (BackendTimeoutError if timed_out else GenerationError)(
             f"{self.url} (model {self.model!r}) failed after {self.max_retries} retries: {problem}"
         )
 

@@ -2,7 +2,8 @@
 
 Handlers are plain functions, so Starlette runs them in its worker thread pool; locks and tenancy are the
 `core.Service` the MCP tools share. Every error a client can cause is a 4xx with a JSON body
-{"error": ..., "detail": ...}; a store that went away is a 503 and a model backend timeout a 504.
+{"error": ..., "detail": ...}; a store that went away is a 503, a model backend timeout a 504 and any other
+backend failure a 502; none of them leaves a half-written add (one add is one transaction).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field
 from starlette.routing import Route
 
 from memory_r1.bank import BankError, MemoryNotFoundError
+from memory_r1.llm.base import GenerationError
 from memory_r1.memory import Memory, MemoryInputError
 from memory_r1.records import Scope, ScopeError
 from memory_r1.service.core import ApiError, Service, ServiceConfig
@@ -240,6 +242,12 @@ def _handlers(app: FastAPI) -> None:
     @app.exception_handler(TimeoutError)
     async def timeout(_: Request, exc: TimeoutError) -> JSONResponse:
         return _error(504, "backend_timeout", f"the model backend timed out: {exc}")
+
+    @app.exception_handler(GenerationError)
+    async def backend(_: Request, exc: GenerationError) -> JSONResponse:
+        if isinstance(exc, TimeoutError):  # BackendTimeoutError: its MRO finds this handler first
+            return _error(504, "backend_timeout", f"the model backend timed out: {exc}")
+        return _error(502, "backend_error", f"the model backend failed: {exc}")
 
 
 __all__ = ["ApiError", "MemoryInputError", "ServiceConfig", "create_app"]

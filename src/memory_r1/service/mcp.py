@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from memory_r1.bank import BankError, MemoryNotFoundError
+from memory_r1.llm.base import GenerationError
 from memory_r1.memory import AddResult, Memory, MemoryItem
 from memory_r1.records import HistoryRecord, Scope, ScopeError
 from memory_r1.service.core import ApiError, Service
@@ -132,8 +133,10 @@ def _tool_errors() -> Iterator[None]:
     except BankError as error:
         kind = "store unavailable" if "unavailable" in str(error) else "conflict"
         raise ToolError(f"{kind}: {error}") from error
-    except TimeoutError as error:
+    except TimeoutError as error:  # before GenerationError: BackendTimeoutError is both
         raise ToolError(f"the model backend timed out: {error}") from error
+    except GenerationError as error:
+        raise ToolError(f"the model backend failed: {error}") from error
 
 
 def build_server(service: Service) -> MCPServer:
