@@ -59,6 +59,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--requests", type=int, default=20, help="per client and kind")
+    ap.add_argument("--baseline", type=int, default=50, help="queries the embedder alone embeds, one at a time")
     ap.add_argument("--store", default=None, help="SQLite path or postgresql:// DSN (default: a temp file)")
     args = ap.parse_args()
     embedder = load_embedder()
@@ -81,9 +82,10 @@ def main() -> None:
 
     # the embedder alone, one query at a time: the search target's baseline
     start = time.perf_counter()
-    for i in range(50):
+    for i in range(args.baseline):
         embedder.embed([f"what does user {i} like to drink?"])
-    embed_rps = 50 / (time.perf_counter() - start)
+    embed_rps = args.baseline / (time.perf_counter() - start)
+    print(f"embedder alone (1 query at a time): {embed_rps:.1f} queries/s", flush=True)
 
     acked: list[tuple[str, str]] = []
     lock = threading.Lock()
@@ -115,6 +117,8 @@ def main() -> None:
         times = [t for ts, _ in results for t in ts]
         p50, p95 = _percentiles(times)
         rows.append((kind, len(times) / wall, p50, p95, sum(e for _, e in results)))
+        print(f"{kind}: {rows[-1][1]:.1f} requests/s, p50 {p50:.0f} ms, p95 {p95:.0f} ms, errors {rows[-1][4]}",
+              flush=True)
     server.should_exit = True
     stored = {(f"user{u}", i.memory) for u in range(4) for p in range(1, 100)
               for i in memory.get_all(Scope(f"user{u}"), page=p, page_size=1000)}

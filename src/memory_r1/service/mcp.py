@@ -141,7 +141,8 @@ def _tool_errors() -> Iterator[None]:
 
 def build_server(service: Service) -> MCPServer:
     """The MCP tools over `service`; each call acts for the principal its HTTP request authenticated."""
-    server: MCPServer = MCPServer("memory-r1", instructions=INSTRUCTIONS)
+    # WARNING: the SDK configures the root logger; at INFO every HTTP request and embedding batch is logged
+    server: MCPServer = MCPServer("memory-r1", instructions=INSTRUCTIONS, log_level="WARNING")
 
     def caller(ctx: Context) -> tuple[str, Memory]:
         request = ctx.request_context.request
