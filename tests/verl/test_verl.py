@@ -8,15 +8,18 @@ Manager's frozen answerer is a real HTTP server speaking the OpenAI chat-complet
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-verl = pytest.importorskip("verl", reason="verl is not installed: bash scripts/setup.sh --verl (or pip install 'memory-r1[verl]')")
+verl = pytest.importorskip("verl", reason="verl is not installed here: CI runs tests/verl in .venv-verl (bash scripts/setup-verl.sh)")
 
 import numpy as np
 import torch
@@ -356,3 +359,132 @@ def test_export_command_writes_parquet_and_a_launch_script(datasets, locomo_path
     assert bad.exit_code == 1 and "unknown preset" in bad.output and "Traceback" not in bad.output
     listing = CliRunner().invoke(app, ["export", "presets"])
     assert listing.exit_code == 0 and "smoke-grpo" in listing.output and "vllm serve" in listing.output
+
+
+# ---------------------------------------------------------------- the manager reward inside verl's agent loop
+
+
+class InProcessActor:
+    """Ray's actor-handle interface over a plain object here: `handle.method.remote(...)` gives an awaitable.
+    verl's load balancer, agent-loop worker and reward-loop worker are plain classes its trainer wraps with
+    `ray.remote`, so they run as they are; only the transport is not Ray's."""
+
+    def __init__(self, target: object) -> None:
+        self._target = target
+
+    def __getattr__(self, name: str) -> SimpleNamespace:
+        method = getattr(self._target, name)
+        return SimpleNamespace(remote=lambda *args, **kwargs: _awaitable(method(*args, **kwargs)))
+
+
+def _awaitable(value):
+    if inspect.isawaitable(value):
+        return value
+    done = asyncio.get_running_loop().create_future()  # sync methods (and fire-and-forget calls) run now
+    done.set_result(value)
+    return done
+
+
+class ScriptedReplica:
+    """The one double: a vLLM rollout replica (`generate(request_id, prompt_ids, sampling_params, ...)` ->
+    `TokenOutput`), which needs a GPU. Each prompt gets its scripted outputs in turn, one per request."""
+
+    def __init__(self, tokenizer, script: dict[str, list[str]]) -> None:
+        self.tokenizer, self.script = tokenizer, {k: list(v) for k, v in script.items()}
+        self.sampling: list[dict] = []
+
+    async def generate(self, *, request_id: str, prompt_ids: list[int], sampling_params: dict, **_) -> object:
+        from verl.workers.rollout.replica import TokenOutput
+
+        prompt = self.tokenizer.decode(prompt_ids)
+        [key] = [k for k in self.script if k in prompt]  # exactly one exported prompt is this request's
+        self.sampling.append(sampling_params)
+        await asyncio.sleep(0)  # let the other trajectories' requests interleave, as on a real server
+        ids = self.tokenizer.encode(self.script[key].pop(0), add_special_tokens=False)
+        return TokenOutput(token_ids=ids + [self.tokenizer.eos_token_id], log_probs=None, stop_reason="completed")
+
+
+def _agent_loop(cfg, tokenizer, tiny_model_dir, export_dir: Path, script: dict[int, list[str]]):
+    """One step's rollouts along verl's trainer path, minus vLLM and Ray: its RLHFDataset and collate_fn, the
+    trainer's gen-batch split and rollout.n repeat, `AgentLoopWorker.generate_sequences` running the registered
+    `single_turn_agent` through `LLMServerClient` and `GlobalRequestLoadBalancer`, and the streaming reward in
+    `RewardLoopWorker` (its naive reward manager calls our compute_score in its thread pool, every trajectory
+    in flight at once). `script`: parquet row -> its G outputs. -> (the output DataProto, the rows repeated)."""
+    import pyarrow.parquet as pq
+    from verl import DataProto
+    from verl.experimental.agent_loop import AgentLoopWorker
+    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+    from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
+    from verl.utils.ray_utils import get_event_loop
+    from verl.workers.rollout.llm_server import LLMServerClient
+    from verl.workers.rollout.router import GlobalRequestLoadBalancer
+
+    picked = sorted(script)
+    [G] = {len(outputs) for outputs in script.values()}
+    cfg.actor_rollout_ref.rollout.n = G
+    cfg.actor_rollout_ref.model.path = str(tiny_model_dir)  # the tokenizer verl's workers load
+    rows = pq.read_table(export_dir / "train.parquet").to_pylist()
+    replica = ScriptedReplica(tokenizer, {rows[i]["prompt"][-1]["content"]: script[i] for i in picked})
+    data = RLHFDataset(cfg.data.train_files, tokenizer, OmegaConf.merge(cfg.data, {"filter_overlong_prompts": False}),
+                       max_samples=-1)
+    batch = DataProto.from_single_dict(collate_fn([data[i] for i in picked]))
+    batch.non_tensor_batch["uid"] = np.array([str(i) for i in picked], dtype=object)
+    gen = RayPPOTrainer._get_gen_batch(None, batch).repeat(repeat_times=G, interleave=True)  # type: ignore[arg-type]
+    gen.non_tensor_batch["priority"] = np.arange(len(gen), dtype=np.int64)  # as AgentLoopManager sets it
+    client = LLMServerClient(cfg, InProcessActor(GlobalRequestLoadBalancer({"replica-0": InProcessActor(replica)})))
+    worker = AgentLoopWorker(cfg, client, reward_loop_worker_handles=[InProcessActor(RewardLoopWorker(cfg))])
+    # verl's workers bind to the loop current when they are built (in Ray, the actor's own), so run on that one
+    out = get_event_loop().run_until_complete(worker.generate_sequences(gen))
+    assert len(out) == G * len(picked) and all(s["temperature"] == 1.0 for s in replica.sampling)
+    return out, [int(i) for i in np.repeat(picked, G)]
+
+
+def _responses(out, tokenizer) -> list[str]:
+    P = out.batch["prompts"].shape[1]
+    lengths = out.batch["attention_mask"][:, P:].sum(-1).tolist()
+    return [tokenizer.decode(out.batch["responses"][k, :n], skip_special_tokens=True) for k, n in enumerate(lengths)]
+
+
+def test_answer_reward_through_verls_agent_loop_equals_the_local_trainers(exports, datasets, tokenizer,
+                                                                          tiny_model_dir):
+    cfg = _compose("smoke-grpo", "answer", exports["answer"])
+    local = load_examples(datasets / "answer-conv-26" / "answer.jsonl", AnswerExample)
+    script = {i: [t.format(gold=local[i].gold, first=local[i].gold.split()[0]) for t in ANSWER_OUTPUTS]
+              for i in range(3)}
+    out, rows = _agent_loop(cfg, tokenizer, tiny_model_dir, exports["answer"], script)
+    env = AnswerEnv(local, "em")
+    scores = out.batch["rm_scores"].sum(-1).tolist()  # verl puts the score on the last response token
+    expected = [env.score(local[i], [text])[0] for i, text in zip(rows, _responses(out, tokenizer), strict=True)]
+    assert scores == pytest.approx([e.reward for e in expected])
+    assert out.non_tensor_batch["parsed"].tolist() == [float(e.parsed) for e in expected]
+    assert 0.0 in scores and 1.0 in scores
+
+
+def test_manager_reward_through_verls_agent_loop_keeps_a_bank_per_trajectory(
+    exports, datasets, conversations, tokenizer, tiny_model_dir, answerer
+):
+    """A group's trajectories score concurrently inside verl's agent loop; each reward must equal the local
+    trainer's for that output scored alone: a bank shared by the group would let one rollout's ADD answer
+    another's questions (tried: one fork per prompt fails here)."""
+    import hashlib
+
+    cfg = _compose("smoke-grpo", "manager", exports["manager"], Answerer("frozen", answerer.base_url))
+    local = load_examples(datasets / "manager-conv-26" / "manager.jsonl", ManagerExample)
+    frozen = OpenAIGenerator("frozen", base_url=answerer.base_url)
+    env = ManagerEnv(datasets / "manager-conv-26", local, conversations["conv-26"],
+                     MemoryManager(NotSampled(), EMBEDDER), AnswerAgent(frozen, EMBEDDER), window=WINDOW)
+    picked = list(range(len(local)))[-3:]  # the latest turns: memories shown, some hidden by the window
+    script = {i: _manager_outputs(local[i], len(env.prompt(local[i]).shown)) for i in picked}
+    banks = sorted(exports["manager"].rglob("*.db"))
+    before = [hashlib.sha256(p.read_bytes()).hexdigest() for p in banks]
+    out, rows = _agent_loop(cfg, tokenizer, tiny_model_dir, exports["manager"], script)
+    scores = out.batch["rm_scores"].sum(-1).tolist()
+    values = []
+    for k, (i, text) in enumerate(zip(rows, _responses(out, tokenizer), strict=True)):
+        [expected] = env.score(local[i], [text])
+        assert scores[k] == pytest.approx(expected.reward), text
+        assert out.non_tensor_batch["parsed"][k] == float(expected.parsed)
+        values.append(expected.reward)
+    assert -0.25 in values and 1.0 in values and len(set(values)) >= 3  # the table spans rewards
+    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in banks] == before  # snapshots only read

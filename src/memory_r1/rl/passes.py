@@ -21,13 +21,15 @@ the losses need (they are masked to the response anyway).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Self
+from typing import Any, Self
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from memory_r1.rl.core import RolloutBatch, micro_batches, token_logprobs, token_scores
 
@@ -92,6 +94,20 @@ def plain_view(
 # ----------------------------------------------------------------------------- shared-prompt path
 
 
+# transformers renamed the KV cache's forward/generate keyword and output field from `past_key_values` to
+# `cache` during 5.x: 5.10 (the newest verl 0.9.1 allows) knows only the old name, where `cache=` is rejected
+# by `generate` and swallowed unused by `forward`; 5.24 takes the new one and keeps the old as a deprecated
+# alias until 5.40. Read once from the library's own output record, so every model (and a PEFT wrapper,
+# whose forward takes **kwargs) gets the name its transformers understands.
+CACHE_KEY = ("cache" if "cache" in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)}
+             else "past_key_values")
+
+
+def cache_kwargs(cache: DynamicCache) -> dict[str, Any]:
+    """`cache` as the keyword argument this transformers' `forward` and `generate` take."""
+    return {CACHE_KEY: cache}
+
+
 @dataclass
 class PromptState:
     """One prompt's forward: its KV cache and the logits after its last token, as graph leaves."""
@@ -122,7 +138,7 @@ def prompt_state(model: PreTrainedModel, ids: torch.Tensor, *, grad: bool) -> Pr
         use_cache=True,
         logits_to_keep=1,
     )
-    kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    kv = [(layer.keys, layer.values) for layer in getattr(out, CACHE_KEY).layers]
     last = out.logits[:, -1]  # (1, V)
     if not grad:
         return PromptState(kv, last, [], P)
@@ -153,7 +169,7 @@ def shared_view(
         out = model(
             input_ids=resp[:, :-1], attention_mask=attn,
             position_ids=(state.length + torch.arange(R - 1, device=resp.device))[None].expand(b, -1),
-            cache=expanded_cache(state.keys_values, b), use_cache=True,
+            use_cache=True, **cache_kwargs(expanded_cache(state.keys_values, b)),
         )
         logits = torch.cat([first.to(out.logits.dtype), out.logits], dim=1)  # (b, R, V)
     else:

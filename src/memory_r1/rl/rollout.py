@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from memory_r1.llm.transformers_backend import eos_ids, neutral_generation_config
 from memory_r1.rl.core import RolloutBatch, micro_batches
-from memory_r1.rl.passes import expanded_cache, pass_logprobs, prompt_state
+from memory_r1.rl.passes import cache_kwargs, expanded_cache, pass_logprobs, prompt_state
 
 PromptOverflow = Literal["truncate", "refuse"]
 
@@ -141,7 +141,7 @@ def _sample_group(
             b = len(rows)
             kwargs: dict[str, object] = dict(settings)
             if state is not None:
-                kwargs["cache"] = expanded_cache(state.keys_values, b)
+                kwargs.update(cache_kwargs(expanded_cache(state.keys_values, b)))
             generated = model.generate(  # type: ignore[operator]
                 input_ids=prompt[None].expand(b, -1),
                 attention_mask=torch.ones(b, len(ids), dtype=torch.long, device=model.device),
