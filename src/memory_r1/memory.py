@@ -273,7 +273,7 @@ class Memory:
         rows = [_import_row(n, line) for n, line in enumerate(
             lines.splitlines() if isinstance(lines, str) else lines, 1) if line.strip()]
         with self.store.transaction():
-            vectors = self.agents.embedder.embed([r["memory"] for r in rows]) if rows else []
+            vectors: Iterable[Any] = self.agents.embedder.embed([r["memory"] for r in rows]) if rows else []
             for row, vector in zip(rows, vectors, strict=True):
                 scope = Scope(row.get("user_id"), row.get("agent_id"), row.get("run_id"))
                 occurred = datetime.fromisoformat(row["occurred_at"]) if row.get("occurred_at") else None

@@ -67,7 +67,7 @@ def apply_torch_threads() -> int:
 
 @cache
 def _blas_controller() -> Any:
-    from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]  # inspects libraries once
+    from threadpoolctl import ThreadpoolController  # inspects libraries once
 
     return ThreadpoolController().select(user_api="blas")
 

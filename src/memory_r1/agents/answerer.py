@@ -11,6 +11,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from types import ModuleType
+
+import numpy as np
 
 from memory_r1.agents.parsing import parse_answer
 from memory_r1.bank import MemoryStore
@@ -62,7 +65,8 @@ class AnswerAgent:
         self.config = config
 
     @property
-    def prompt(self):
+    def prompt(self) -> ModuleType:
+        """The prompt module (`VERSION`, `render`): with or without the distillation step."""
         return answer_prompt if self.config.distill else answer_direct
 
     @property
@@ -76,7 +80,7 @@ class AnswerAgent:
         embed_s = (time.perf_counter() - start) / max(len(questions), 1)
         return [self._build(store, q, v, owners, embed_s) for q, v in zip(questions, vectors, strict=True)]
 
-    def _build(self, store: MemoryStore, question: str, vector, owners: Sequence[tuple[str, str]], embed_s: float) -> AnswerPrompt:
+    def _build(self, store: MemoryStore, question: str, vector: np.ndarray, owners: Sequence[tuple[str, str]], embed_s: float) -> AnswerPrompt:
         start = time.perf_counter()
         retrieved = [(speaker, store.search(owner, vector, self.config.top_k_per_speaker)) for speaker, owner in owners]
         search_s = embed_s + time.perf_counter() - start

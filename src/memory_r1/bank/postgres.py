@@ -164,9 +164,9 @@ class PostgresStore:
                 raise IncompatibleBankError(f"bank schema version {max(done)}, this memory-r1 knows {SCHEMA_VERSION}")
             for version, sql in MIGRATIONS:
                 if version not in done:
-                    conn.execute(sql)  # type: ignore[arg-type]
+                    conn.execute(sql)
                     conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, _now()))
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            meta: dict[str, str] = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             stored_dim = int(meta["dim"]) if "dim" in meta else None
             if dim is not None and stored_dim is not None and dim != stored_dim:
                 raise IncompatibleBankError(f"bank embeddings have dim {stored_dim}, asked for {dim}")

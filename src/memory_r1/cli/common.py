@@ -11,11 +11,11 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from memory_r1.bank import BankError, SQLiteStore
@@ -41,23 +41,24 @@ app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
 
-F = TypeVar("F", bound=Callable)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 USER_ERRORS = (DatasetError, BankError, UnknownModelError, UnknownEmbedderError, GenerationError, ImportError, OSError, ValueError)
 
 
-def user_errors(command: F) -> F:
+def user_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn the errors a user can cause into one clear line and exit code 1."""
 
     @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except USER_ERRORS as error:
             err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def default_bank() -> Path:
@@ -151,7 +152,7 @@ def load_conversation(data: Path | None, sample_id: str, sessions: str | None) -
     return select_sessions(conversation, selected) if selected is not None else conversation
 
 
-def progress_bar(*extra_columns) -> Progress:
+def progress_bar(*extra_columns: ProgressColumn) -> Progress:
     """The one progress-bar layout of every long command (on stderr, so stdout stays parseable)."""
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     return Progress(*columns, *extra_columns, console=err_console)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import TaskID
@@ -32,6 +33,10 @@ from memory_r1.eval.decisions import DEFAULT_CASES
 from memory_r1.eval.records import RunInfo, RunSummary, Stat
 from memory_r1.pipeline import DEFAULT_MODEL, PipelineConfig
 from memory_r1.settings import apply_overrides
+
+if TYPE_CHECKING:
+    from memory_r1.eval.judge import Judge
+    from memory_r1.eval.systems import EvalSystem
 
 eval_app = typer.Typer(help="Evaluate on LoCoMo (and the Memory Manager's decisions).")
 app.add_typer(eval_app, name="eval")
@@ -141,10 +146,14 @@ def evaluate(
     console.print(f"results in {out}/ (results.jsonl, summary.json); wall {(summary.run or RunInfo()).wall_s or 0:.0f} s")
 
 
-def _score_decisions(evaluated, cases_path: Path, data: Path | None, split: str, out: Path, backend: str) -> dict:
+def _score_decisions(evaluated: EvalSystem, cases_path: Path, data: Path | None, split: str, out: Path,
+                     backend: str) -> dict[str, Any]:
     """The evaluated system's own manager (model and protocol) on the labelled decision set."""
     from memory_r1.eval.decisions import evaluate_protocol, load_cases
+    from memory_r1.eval.systems import PipelineSystem
 
+    if not isinstance(evaluated, PipelineSystem):  # `eval` rejects --decisions for other systems first
+        raise ValueError(f"--decisions needs a system with a Memory Manager, not {evaluated.name}")
     manager = evaluated.manager
     cases = load_cases(cases_path, _locomo_if_needed(cases_path, data), split)
     with progress_bar() as progress:
@@ -226,7 +235,7 @@ def _print_decisions(summaries: list[dict]) -> None:
         console.print(f"{s['run']['prompt_version']}: F1 by event {f1}; rejections by reason (share of cases): {reasons}")
 
 
-def _load_judge(model: str, backend: str, base_url: str | None):
+def _load_judge(model: str, backend: str, base_url: str | None) -> Judge:
     import platformdirs
 
     from memory_r1.eval.judge import Judge
@@ -267,7 +276,7 @@ def _print_summary(summary: RunSummary) -> None:
                       f"unparsable decisions {100 * (ops.parse_failure_rate or 0.0):.0f}%")
 
 
-def _print_by_type(summary: RunSummary, metrics: list[str]) -> None:
+def _print_by_type(summary: RunSummary, metrics: Sequence[str]) -> None:
     """LongMemEval's layout: one row per question type, abstention also on its own row."""
     names = {"f1": "F1", "bleu1": "BLEU-1", "em": "EM", "j": "J"}
     run = summary.run or RunInfo()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from memory_r1.cli.common import app, console, user_errors
+
+if TYPE_CHECKING:
+    from memory_r1.rl.verl.presets import Preset
 
 export_app = typer.Typer(help="Export datasets and launch lines for other trainers.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
@@ -46,14 +49,14 @@ def export_verl(
         model = dataset_header(dataset, "manager").get("settings", {}).get("embedding_model", "")
         embedder = load_embedder(model) if model else load_embedder()
         conversations = {c.sample_id: c for c in load_locomo(find_locomo(data))}
-    report = export(agent, dataset, val_dataset, out, embedder=embedder, conversations=conversations,  # type: ignore[arg-type]
-                    window=window)
+    report = export(agent, dataset, val_dataset, out, embedder=embedder,  # type: ignore[arg-type]  # agent: checked above
+                    conversations=conversations, window=window)
     console.print(f"{report.train_rows} train and {report.val_rows} validation rows in {out}")
     if preset is not None:
         _write_launch(out, preset, run_dir or out / "run", answerer_model, answerer_base_url, reward)
 
 
-def _preset(name: str):
+def _preset(name: str) -> Preset:
     from memory_r1.rl.verl.presets import PRESETS
 
     if name not in PRESETS:

@@ -10,6 +10,7 @@ import itertools
 import textwrap
 import types
 import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -33,6 +34,7 @@ from memory_r1.cli.common import (
 from memory_r1.pipeline import DEFAULT_MODEL, MemorySystem, PipelineConfig
 
 if TYPE_CHECKING:
+    from memory_r1.records import Conversation
     from memory_r1.rl.trainer import TrainConfig as TrainConfigT
 
 # ---------------------------------------------------------------- training
@@ -51,7 +53,7 @@ SKIPPED = {"lora"}  # spelled --full below, as before
 def field_docs(cls: type) -> dict[str, str]:
     """Field name -> its docstring (the string literal right after the field), read from the source."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
+    body = tree.body[0].body  # type: ignore[attr-defined]  # the source of a class: a ClassDef
     docs = {}
     for node, after in itertools.pairwise(body):
         if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
@@ -67,7 +69,7 @@ def _click_type(hint: object) -> tuple[type, list[str] | None]:
         return str, [str(a) for a in typing.get_args(hint)]
     if args and typing.get_origin(hint) in (typing.Union, types.UnionType):
         return _click_type(args[0])
-    return hint if isinstance(hint, type) else str, None  # type: ignore[return-value]
+    return hint if isinstance(hint, type) else str, None
 
 
 def config_options() -> list[tuple[str, str, inspect.Parameter, list[str] | None]]:
@@ -103,7 +105,7 @@ def config_options() -> list[tuple[str, str, inspect.Parameter, list[str] | None
 def _nested(name: str) -> type:
     from memory_r1.rl.trainer import TrainConfig
 
-    return typing.get_type_hints(TrainConfig)[name]  # type: ignore[no-any-return]
+    return typing.get_type_hints(TrainConfig)[name]
 
 
 def build_config(agent: str, values: dict[str, object], preset: str | None, full: bool) -> TrainConfigT:
@@ -120,7 +122,7 @@ def build_config(agent: str, values: dict[str, object], preset: str | None, full
         raise ValueError(f"expected agent answer|manager, --algo grpo|ppo|sft; got {agent}, {values.get('algo')}")
     top: dict[str, Any] = {d: values[p] for d, (p, _) in specs.items() if "." not in d and values.get(p) is not None}
     top.setdefault("algo", "grpo")
-    config = TrainConfig(agent=agent, lora=not full, **top)  # type: ignore[arg-type]
+    config = TrainConfig(agent=agent, lora=not full, **top)  # type: ignore[arg-type]  # agent: checked above
     if preset:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
@@ -170,9 +172,9 @@ def _register_train() -> None:
     @functools.wraps(train)
     def command(*args: object, **kwargs: object) -> None:
         agent, preset, full, resume = (kwargs.pop(k) for k in ("agent", "preset", "full", "resume"))
-        train(str(agent), preset, bool(full), bool(resume), **kwargs)  # type: ignore[arg-type]
+        train(str(agent), preset, bool(full), bool(resume), **kwargs)  # type: ignore[arg-type]  # typer parsed them
 
-    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]  # read by typer (inspect)
     command.__annotations__ = {p.name: p.annotation for p in params}
     app.command("train")(user_errors(command))
 
@@ -186,7 +188,8 @@ def _dataset_system(model: str, backend: str, base_url: str | None, embedding_mo
     return MemorySystem.from_config(config, bank)
 
 
-def _build_with_progress(build, system: MemorySystem, conv, out: Path, stage: str, kind: str) -> None:
+def _build_with_progress(build: Callable[..., Sequence[object]], system: MemorySystem, conv: Conversation, out: Path,
+                         stage: str, kind: str) -> None:
     """Run a dataset builder (it ingests turn by turn) under a progress bar and say what it wrote."""
     with progress_bar() as progress:
         task = progress.add_task(f"{stage} {conv.sample_id}", total=len(conv.turns))

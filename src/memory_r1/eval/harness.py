@@ -15,10 +15,11 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from memory_r1 import __version__
 from memory_r1.data import select_sessions, split_conversations
@@ -49,6 +50,7 @@ from memory_r1.prompts import judge_longmemeval
 from memory_r1.records import Category, Conversation, QAItem
 
 METRICS = ("f1", "bleu1", "em")
+T = TypeVar("T")
 
 
 class ResultsDirError(ValueError):
@@ -471,7 +473,7 @@ def _key(seed: int, q: QAItem) -> str:
     return f"{seed}/{q.sample_id}/{q.index}"
 
 
-def _batches(items: list, size: int):
+def _batches(items: list[T], size: int) -> Iterator[list[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -414,7 +415,7 @@ def _color(runs: Sequence[Run], run: Run) -> str:
     return f"C{runs.index(run) % 10}"
 
 
-def _legend(ax: Axes, **kw) -> None:
+def _legend(ax: Axes, **kw: Any) -> None:
     """One legend entry per run, although each run drew one bar per group."""
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))

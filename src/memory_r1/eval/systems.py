@@ -220,7 +220,7 @@ class FullContextSystem:
         return None
 
 
-def _context_window(generator) -> int | None:
+def _context_window(generator: Generator) -> int | None:
     model = getattr(generator, "model", None)
     return getattr(getattr(model, "config", None), "max_position_embeddings", None)
 

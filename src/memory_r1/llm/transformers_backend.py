@@ -69,7 +69,7 @@ class TransformersGenerator:
         if model is None:
             self.device = torch.device(device) if device is not None else default_device()
             dtype = dtype or default_dtype(self.device)
-            model = AutoModelForCausalLM.from_pretrained(model_or_path, dtype=dtype).to(self.device)
+            model = AutoModelForCausalLM.from_pretrained(model_or_path, dtype=dtype).to(self.device)  # type: ignore[arg-type]  # transformers wraps `to` in functools.wraps(nn.Module.to)
         else:
             self.device = torch.device(device) if device is not None else model.device
         self.model = model
@@ -130,7 +130,7 @@ class TransformersGenerator:
             with torch.no_grad(), torch.random.fork_rng(devices=self._rng_devices()), neutral_generation_config(self.model):
                 if config.seed is not None:
                     torch.manual_seed(config.seed)
-                out = self.model.generate(
+                out = self.model.generate(  # type: ignore[operator]  # transformers 5 types PreTrainedModel without GenerationMixin
                     **enc,
                     **_decoding_kwargs(config),
                     max_new_tokens=config.max_new_tokens,

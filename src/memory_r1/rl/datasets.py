@@ -53,7 +53,7 @@ class AnswerExample:
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> AnswerExample:
         return cls(str(row["sample_id"]), int(row["qa_index"]), int(row["category"]), str(row["question"]),
-                   str(row["gold"]), [dict(m) for m in row["messages"]],  # type: ignore[misc]
+                   str(row["gold"]), [dict(m) for m in row["messages"]],
                    [int(i) for i in row["memory_ids"]])
 
 
@@ -109,7 +109,7 @@ def build_answer_dataset(system: MemorySystem, conversation: Conversation, out: 
     questions = _linked_questions(conversation)
     prompts = system.answerer.build_prompts(system.store, [q.question for q in questions], system.speakers(conversation.sample_id))
     examples = [
-        AnswerExample(q.sample_id, q.index, int(q.category), q.question, str(q.answer), p.messages,
+        AnswerExample(q.sample_id, q.index, _category(q), q.question, str(q.answer), p.messages,
                       [m.entry.id for m in p.numbered.values()])
         for q, p in zip(questions, prompts, strict=True)
     ]
@@ -143,7 +143,7 @@ def build_manager_dataset(teacher: MemorySystem, conversation: Conversation, out
         examples.append(ManagerExample(
             conversation.sample_id, turn.dia_id, positions[turn.dia_id], owner_id(conversation.sample_id, turn.speaker),
             turn.timestamp, records[turn.dia_id].fact_texts, f"banks/{turn.dia_id.replace(':', '_')}.db",
-            [LinkedQuestion(q.index, q.question, str(q.answer), int(q.category))
+            [LinkedQuestion(q.index, q.question, str(q.answer), _category(q))
              for q in linked[turn.dia_id] if q.answer is not None],
         ))
     _write(out / "manager.jsonl", examples, teacher.settings())
@@ -195,6 +195,13 @@ def open_snapshot(dataset_dir: Path, example: ManagerExample) -> SQLiteStore:
 
 def _linked_questions(conversation: Conversation) -> list[QAItem]:
     return [q for q in conversation.qa if q.category != Category.ADVERSARIAL and q.answer is not None]
+
+
+def _category(q: QAItem) -> int:
+    """The LoCoMo category an RL example records; other benchmarks' questions have none."""
+    if q.category is None:
+        raise ValueError(f"{q.sample_id} question {q.index} has no LoCoMo category; RL datasets are built from LoCoMo")
+    return int(q.category)
 
 
 def _write(path: Path, examples: Sequence[Example], settings: dict[str, Any]) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Self
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -244,7 +243,7 @@ class PassTimer:
         self.tokens = float(batch.attention_mask.sum()) * passes
         self.start = 0.0
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> PassTimer:
         self.start = time.perf_counter()
         return self
 

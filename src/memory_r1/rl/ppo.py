@@ -99,7 +99,8 @@ class Critic(nn.Module):
         super().__init__()
         self.body = backbone.base_model  # LlamaForCausalLM -> LlamaModel; a base model is itself
         hidden = backbone.get_input_embeddings().embedding_dim
-        self.head = nn.Linear(hidden, 1, device=backbone.device)  # float32 whatever the body's dtype
+        # float32 whatever the body's dtype. get_input_embeddings() is typed nn.Module; it is an nn.Embedding.
+        self.head = nn.Linear(hidden, 1, device=backbone.device)  # type: ignore[arg-type]
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -117,7 +118,7 @@ class Critic(nn.Module):
 
     def save_pretrained(self, path: str | Path) -> None:
         """The body as a transformers folder plus the head in `value_head.pt`."""
-        self.body.save_pretrained(path)
+        self.body.save_pretrained(path)  # type: ignore[operator]  # base_model is typed nn.Module
         torch.save(self.head.state_dict(), Path(path) / VALUE_HEAD_FILE)
 
     @classmethod

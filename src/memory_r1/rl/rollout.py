@@ -142,7 +142,7 @@ def _sample_group(
             kwargs: dict[str, object] = dict(settings)
             if state is not None:
                 kwargs["cache"] = expanded_cache(state.keys_values, b)
-            generated = model.generate(  # type: ignore[operator]
+            generated = model.generate(  # type: ignore[operator]  # transformers 5 types PreTrainedModel without GenerationMixin
                 input_ids=prompt[None].expand(b, -1),
                 attention_mask=torch.ones(b, len(ids), dtype=torch.long, device=model.device),
                 **kwargs,
@@ -159,7 +159,7 @@ def _sample_padded(
     ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in chunk], device=model.device)
     attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=model.device)
     with torch.no_grad(), neutral_generation_config(model):
-        generated = model.generate(input_ids=ids, attention_mask=attn, **settings)  # type: ignore[operator]
+        generated = model.generate(input_ids=ids, attention_mask=attn, **settings)  # type: ignore[operator]  # transformers 5 types PreTrainedModel without GenerationMixin
     rows: list[list[int]] = generated[:, width:].tolist()
     return rows
 

@@ -172,7 +172,7 @@ class Trainer:
         if dtype is None:  # auto
             dtype = torch.bfloat16 if (bf16_ok and config.lora) else torch.float32
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.policy = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device)  # type: ignore[arg-type]
+        self.policy = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device)  # type: ignore[arg-type]  # transformers wraps `to` in functools.wraps(nn.Module.to)
         if config.gradient_checkpointing:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.policy.config.use_cache = True  # generation still caches; checkpointing acts in training
@@ -402,7 +402,7 @@ class Trainer:
         path = self.config.out / "checkpoint"
         if not (path / "state.pt").exists():
             return False
-        def load(name: str):
+        def load(name: str) -> dict[str, Any]:
             return torch.load(path / name, map_location=self.device)
 
         self.policy.load_state_dict(load("policy.pt"), strict=False)
@@ -479,7 +479,7 @@ def _with_lora(model: PreTrainedModel, config: TrainConfig) -> PreTrainedModel:
     for p in peft_model.parameters():  # adapters train in fp32 whatever the base's dtype
         if p.requires_grad:
             p.data = p.data.float()
-    return peft_model  # type: ignore[return-value]
+    return peft_model  # type: ignore[return-value]  # a PeftModel forwards every attribute to its model
 
 
 def _critic(path: str, dtype: torch.dtype, device: torch.device, config: TrainConfig) -> Critic:
@@ -489,9 +489,10 @@ def _critic(path: str, dtype: torch.dtype, device: torch.device, config: TrainCo
     if config.ppo.critic_lora:  # a frozen base and a LoRA adapter: PPO's critic costs little beside the actor
         from peft import LoraConfig, get_peft_model
 
-        body = get_peft_model(body, LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha or 2 * config.lora_rank,
+        lora = get_peft_model(body, LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha or 2 * config.lora_rank,
                                                lora_dropout=0.0, target_modules="all-linear"))
-    return Critic(body.to(device))  # type: ignore[arg-type]
+        return Critic(lora.to(device))  # type: ignore[arg-type]  # a PeftModel forwards every attribute to its model
+    return Critic(body.to(device))  # type: ignore[arg-type]  # transformers wraps `to` in functools.wraps(nn.Module.to)
 
 
 def _rerender(dataset: Path, examples: list[AnswerExample], agent: AnswerAgent) -> dict[str, tuple[list[Message], int]]:

@@ -132,7 +132,7 @@ def manager_rows(
     return rows
 
 
-def _schema(agent: Agent):  # -> pyarrow.Schema; explicit, so an empty list never infers type `null`
+def _schema(agent: Agent) -> Any:  # a pyarrow.Schema (pyarrow ships no types); explicit, so an empty list never infers type `null`
     import pyarrow as pa
 
     message = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))

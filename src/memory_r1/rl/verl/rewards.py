@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from memory_r1.agents import AnswerAgent, MemoryManager
 from memory_r1.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder, load_embedder
@@ -101,7 +101,8 @@ def manager_score(
                      reward=reward)
     [scored] = env.score(example, [solution_str])
     result: dict[str, Any] = {"score": scored.reward, "parsed": float(scored.parsed)}
-    result.update({f"op_{name.lower()}": float(n) for name, n in scored.detail["operations"].items()})
+    counts = cast(dict[str, int], scored.detail["operations"])  # ManagerEnv.score: operations per event
+    result.update({f"op_{name.lower()}": float(n) for name, n in counts.items()})
     return result
 
 
