@@ -63,7 +63,8 @@ def main() -> None:
     args = ap.parse_args()
     embedder = load_embedder()
     gen = Scripted()
-    agents = Agents(embedder, FactExtractor(gen), MemoryManager(gen, embedder), AnswerAgent(gen, embedder))  # type: ignore[arg-type]
+    agents = Agents(embedder, FactExtractor(gen), MemoryManager(gen, embedder),
+                    AnswerAgent(gen, embedder))  # type: ignore[arg-type]
     tmp = Path(tempfile.mkdtemp())
     memory = Memory(args.store or str(tmp / "bench.db"), agents)
     keys = KeyStore()
@@ -95,10 +96,12 @@ def main() -> None:
                 user = f"user{worker % 4}"
                 t = time.perf_counter()
                 if kind == "search":
-                    r = c.post("/v1/memories/search/", json={"query": f"what does {user} like {j}?", "user_id": user})
+                    r = c.post("/v1/memories/search/",
+                               json={"query": f"what does {user} like {j}?", "user_id": user})
                 else:
                     text = f"{user} note {worker}-{j} ({kind})"
-                    r = c.post("/v1/memories/", json={"messages": text, "user_id": user, "infer": kind == "add-infer"})
+                    r = c.post("/v1/memories/",
+                               json={"messages": text, "user_id": user, "infer": kind == "add-infer"})
                     if r.status_code == 200:
                         with lock:
                             acked.append(text)

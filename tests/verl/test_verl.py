@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-verl = pytest.importorskip("verl", reason="verl is not installed: bash scripts/setup.sh --verl (or pip install 'memory-r1[verl]')")
+verl = pytest.importorskip(
+    "verl", reason="verl is not installed: bash scripts/setup.sh --verl (or pip install 'memory-r1[verl]')"
+)
 
 import numpy as np
 import torch
@@ -43,10 +45,12 @@ WINDOW = 10  # small, so the window hides memories and the test sees whether bot
 
 
 def _conftest():
-    """The shared scripted teacher of tests/conftest.py (its fixtures are per test; these datasets are per module)."""
+    """The shared scripted teacher of tests/conftest.py (its fixtures are per test; these datasets are per
+    module)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("memory_r1_test_support", Path(__file__).parents[1] / "conftest.py")
+    spec = importlib.util.spec_from_file_location("memory_r1_test_support",
+                                                  Path(__file__).parents[1] / "conftest.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
@@ -86,8 +90,8 @@ def exports(datasets, conversations):
     out = {}
     for agent in ("answer", "manager"):
         out[agent] = datasets / f"export-{agent}"
-        export(agent, datasets / f"{agent}-conv-26", datasets / f"{agent}-conv-30", out[agent], embedder=EMBEDDER,
-               conversations=conversations, window=WINDOW)
+        export(agent, datasets / f"{agent}-conv-26", datasets / f"{agent}-conv-30", out[agent],
+               embedder=EMBEDDER, conversations=conversations, window=WINDOW)
     return out
 
 
@@ -125,7 +129,11 @@ def test_every_preset_composes_through_verls_config(name, tmp_path):
         assert "hf_model" in ar.actor.checkpoint.save_contents
         assert cfg.reward.custom_reward_function.path == str(rewards_path())
         if preset.algo == "grpo":
-            assert cfg.algorithm.adv_estimator == "grpo" and ar.actor.use_kl_loss and n == preset.recipe.group_size
+            assert (
+                cfg.algorithm.adv_estimator == "grpo"
+                and ar.actor.use_kl_loss
+                and n == preset.recipe.group_size
+            )
         else:
             assert cfg.algorithm.adv_estimator == "gae" and cfg.critic.optim.lr == 1e-5 and n == 1
             assert cfg.critic.model.path == preset.model.hub_id
@@ -163,16 +171,22 @@ def test_exported_parquet_loads_through_verls_rlhf_dataset(agent, exports, datas
         row = data[0]
         assert row["data_source"] == f"memory-r1/{agent}" and row["extra_info"]["split"] == split
         if split == "train" and agent == "answer":
-            assert row["raw_prompt"] == local[0]["messages"] and row["reward_model"]["ground_truth"] == local[0]["gold"]
+            assert (
+                row["raw_prompt"] == local[0]["messages"]
+                and row["reward_model"]["ground_truth"] == local[0]["gold"]
+            )
             assert row["extra_info"]["memory_ids"] == local[0]["memory_ids"]
         if split == "train" and agent == "manager":
             assert (exports[agent] / row["extra_info"]["bank"]).exists()
-            assert [q["gold"] for q in row["extra_info"]["questions"]] == [q["gold"] for q in local[0]["questions"]]
+            assert [q["gold"] for q in row["extra_info"]["questions"]] == [
+                q["gold"] for q in local[0]["questions"]
+            ]
 
 
 def test_manager_prompts_equal_the_local_environments(exports, datasets, conversations):
     local = load_examples(datasets / "manager-conv-26" / "manager.jsonl", ManagerExample)
-    env = ManagerEnv(datasets / "manager-conv-26", local, conversations["conv-26"], MemoryManager(NotSampled(), EMBEDDER),
+    env = ManagerEnv(datasets / "manager-conv-26", local, conversations["conv-26"],
+                     MemoryManager(NotSampled(), EMBEDDER),
                      AnswerAgent(NotSampled(), EMBEDDER), window=WINDOW)
     import pyarrow.parquet as pq
 
@@ -247,7 +261,8 @@ def test_answer_reward_under_verl_equals_the_local_trainers(reward, exports, dat
 
 class FrozenAnswerer(ThreadingHTTPServer):
     """An OpenAI-compatible chat server: the first word of the gold answer plus a wrong word, so F1 is partial
-    and EM is 0, unless the question's first memory was written by the rollout ("zebra" in it): then the gold."""
+    and EM is 0, unless the question's first memory was written by the rollout ("zebra" in it): then the
+    gold."""
 
     def __init__(self, golds: dict[str, str]) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -300,7 +315,8 @@ def _manager_outputs(ex: ManagerExample, shown: int) -> list[str]:
 
 
 @pytest.mark.parametrize("reward", ["em", "f1"])
-def test_manager_reward_under_verl_equals_the_local_trainers(reward, exports, datasets, conversations, tokenizer,
+def test_manager_reward_under_verl_equals_the_local_trainers(reward, exports, datasets, conversations,
+                                                             tokenizer,
                                                               answerer):
     import pyarrow.parquet as pq
 
@@ -311,7 +327,8 @@ def test_manager_reward_under_verl_equals_the_local_trainers(reward, exports, da
     local = load_examples(datasets / "manager-conv-26" / "manager.jsonl", ManagerExample)
     frozen = OpenAIGenerator("frozen", base_url=answerer.base_url)
     env = ManagerEnv(datasets / "manager-conv-26", local, conversations["conv-26"],
-                     MemoryManager(NotSampled(), EMBEDDER), AnswerAgent(frozen, EMBEDDER), window=WINDOW, reward=reward)
+                     MemoryManager(NotSampled(), EMBEDDER), AnswerAgent(frozen, EMBEDDER), window=WINDOW,
+                     reward=reward)
     rows = pq.read_table(exports["manager"] / "train.parquet").to_pylist()
     values = []
     for row, ex in list(zip(rows, local, strict=True))[-3:]:  # the latest turns: the window hides memories

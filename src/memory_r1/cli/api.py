@@ -20,7 +20,8 @@ AgentOpt = Annotated[str | None, typer.Option("--agent", help="agent_id of the s
 RunOpt = Annotated[str | None, typer.Option("--run", help="run_id of the scope.")]
 
 
-def _memory(store: str | None, model: str, backend: str, base_url: str | None, embedding_model: str) -> Memory:
+def _memory(store: str | None, model: str, backend: str, base_url: str | None,
+            embedding_model: str) -> Memory:
     config = PipelineConfig(model=model, backend=backend, base_url=base_url, embedding_model=embedding_model)
     location = store or str(default_store_path())
     if not location.startswith(("postgresql://", "postgres://")) and location != ":memory:":
@@ -35,7 +36,9 @@ def add_command(
     user: UserOpt = None,
     agent: AgentOpt = None,
     run: RunOpt = None,
-    infer: Annotated[bool, typer.Option("--infer/--no-infer", help="Run extraction + the Memory Manager.")] = True,
+    infer: Annotated[
+        bool, typer.Option("--infer/--no-infer", help="Run extraction + the Memory Manager.")
+    ] = True,
     store: StoreOpt = None,
     model: ModelOpt = DEFAULT_MODEL,
     backend: BackendOpt = "transformers",
@@ -105,8 +108,12 @@ def serve_command(
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     store: StoreOpt = None,
-    keys: Annotated[Path | None, typer.Option(help="API key file (default: keys.db next to the store).")] = None,
-    no_auth: Annotated[bool, typer.Option("--no-auth", help="No API keys; only allowed on a loopback host.")] = False,
+    keys: Annotated[
+        Path | None, typer.Option(help="API key file (default: keys.db next to the store).")
+    ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="No API keys; only allowed on a loopback host.")
+    ] = False,
     model: ModelOpt = DEFAULT_MODEL,
     backend: BackendOpt = "transformers",
     base_url: BaseUrlOpt = None,

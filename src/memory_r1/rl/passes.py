@@ -1,4 +1,5 @@
-"""The model passes of an RL step, made cheap without changing a number: shared prompts, micro-batches, trimming.
+"""The model passes of an RL step, made cheap without changing a number: shared prompts, micro-batches,
+trimming.
 
 The G responses of a group answer one prompt. A plain pass runs that prompt G times; here it runs once:
 

@@ -40,7 +40,8 @@ from memory_r1.rl.passes import ResponseView, pass_logprobs, response_passes
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """The PPO update. Sampling is `RolloutConfig`; the actor lr is the caller's optimizer (`TrainConfig.lr`)."""
+    """The PPO update. Sampling is `RolloutConfig`; the actor lr is the caller's optimizer
+    (`TrainConfig.lr`)."""
 
     critic_lr: float = 1e-5
     """Critic learning rate for the caller's optimizer. Paper: 1e-5."""
@@ -252,7 +253,8 @@ def ppo_update(
     P = batch.prompt_width
     on_policy = config.ppo_epochs == 1 and len(micro_batches(len(batch), config.mini_batch_size)) == 1
     if batch.old_logprobs is None and (config.kl_coef > 0 or not on_policy):
-        batch.old_logprobs = pass_logprobs(policy, batch, config.micro_batch_size, shared_prefix=shared_prefix)
+        batch.old_logprobs = pass_logprobs(policy, batch, config.micro_batch_size,
+                                           shared_prefix=shared_prefix)
     kl = None
     if config.kl_coef > 0:
         if batch.ref_logprobs is None:

@@ -117,7 +117,8 @@ def _scope(body: ScopeBody | None = None, **ids: str | None) -> Scope:
 
 def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceConfig()) -> FastAPI:
     """The app over one `Memory` (one store, one loaded model set); tenants are namespaces in it."""
-    app = FastAPI(title="memory-r1", version="1", description="Long-term memory with a trained Memory Manager.")
+    app = FastAPI(title="memory-r1", version="1",
+                  description="Long-term memory with a trained Memory Manager.")
     limiter, locks, model_lock = RateLimiter(config.rate_per_minute), ScopeLocks(), threading.Lock()
 
     def principal(authorization: str | None = Header(None)) -> Principal:
@@ -130,7 +131,8 @@ def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceCo
         if found is None:
             raise ApiError(401, "unauthorized", "unknown API key")
         if not limiter.allow(key.strip()):
-            raise ApiError(429, "rate_limited", f"more than {config.rate_per_minute} requests a minute for this key")
+            raise ApiError(429, "rate_limited",
+                           f"more than {config.rate_per_minute} requests a minute for this key")
         return found
 
     def tenant_memory(who: Principal = Depends(principal)) -> tuple[Principal, Memory]:
@@ -162,8 +164,14 @@ def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceCo
         return result.to_json()
 
     @app.get("/v1/memories/")
-    def list_memories(user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
-                      page: int = 1, page_size: int = 100, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
+    def list_memories(
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        page: int = 1,
+        page_size: int = 100,
+        ctx: Ctx = Depends(tenant_memory),
+    ) -> dict[str, Any]:
         items = ctx[1].get_all(_scope(user_id=user_id, agent_id=agent_id, run_id=run_id), page=page,
                                page_size=page_size)
         return {"results": [i.to_json() for i in items], "page": page, "page_size": page_size}
@@ -285,7 +293,8 @@ def _handlers(app: FastAPI) -> None:
     @app.exception_handler(BankError)
     async def bank(_: Request, exc: BankError) -> JSONResponse:
         unavailable = "unavailable" in str(exc)
-        return _error(503 if unavailable else 409, "store_unavailable" if unavailable else "conflict", str(exc))
+        return _error(503 if unavailable else 409, "store_unavailable" if unavailable else "conflict",
+                      str(exc))
 
     @app.exception_handler(TimeoutError)
     async def timeout(_: Request, exc: TimeoutError) -> JSONResponse:
