@@ -247,7 +247,7 @@ def _as_operation_item(item: Mapping[str, Any], facts: Sequence[str]) -> dict[st
     """A per-fact decision in the shape `_resolve` reads: the memory label becomes the id, and a missing
     text for ADD or UPDATE is the fact's own."""
     label = str(item.get("fact", "") or "").strip().upper().lstrip("F")
-    fact = facts[int(label) - 1] if label.isdigit() and 1 <= int(label) <= len(facts) else None
+    fact = facts[int(label) - 1] if label.isdecimal() and 1 <= int(label) <= len(facts) else None
     given = item.get("text")
     text = given if isinstance(given, str) and given.strip() else fact
     memory = item.get("memory", item.get("id"))

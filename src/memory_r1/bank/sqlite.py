@@ -864,7 +864,7 @@ def _check_meta(
             f"{path}: bank schema version {found}, this memory-r1 expects {SCHEMA_VERSION}"
         )
     stored_dim = meta.get("dim")
-    if stored_dim is not None and not stored_dim.isdigit():
+    if stored_dim is not None and not stored_dim.isdecimal():
         raise IncompatibleBankError(f"{path}: bank records an invalid embedding dimension {stored_dim!r}")
     if dim is not None and stored_dim is not None and dim != int(stored_dim):
         raise IncompatibleBankError(f"{path}: bank embeddings have dim {stored_dim}, asked for {dim}")
