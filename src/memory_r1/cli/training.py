@@ -183,8 +183,8 @@ def _register_train() -> None:
     @functools.wraps(train)
     def command(*args: object, **kwargs: object) -> None:
         agent, preset, full, resume = (kwargs.pop(k) for k in ("agent", "preset", "full", "resume"))
-        train(str(agent), preset, bool(full), bool(resume),
-              **kwargs)  # type: ignore[arg-type]  # typer parsed them
+        # typer parsed and typed the values from the signature below
+        train(str(agent), preset, bool(full), bool(resume), **kwargs)  # type: ignore[arg-type]
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]  # read by typer (inspect)
     command.__annotations__ = {p.name: p.annotation for p in params}

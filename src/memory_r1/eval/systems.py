@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 from memory_r1.agents import AnswerAgent, AnswerConfig, MemoryManager
 from memory_r1.agents.parsing import parse_answer
-from memory_r1.bank import SQLiteStore
+from memory_r1.bank import MemoryStore, SQLiteStore
 from memory_r1.embeddings import Embedder
 from memory_r1.llm import load_generator
 from memory_r1.llm.base import GenerationConfig, Generator
@@ -158,7 +158,7 @@ class TurnRetrievalSystem:
         return None
 
 
-def index_turns(store: SQLiteStore, embedder: Embedder, conversation: Conversation,
+def index_turns(store: MemoryStore, embedder: Embedder, conversation: Conversation,
                 on_turn: OnTurn | None = None) -> None:
     """Store every dialogue turn verbatim as a memory of its speaker (resumable through the turn log)."""
     done = store.turn_log(conversation.sample_id)
