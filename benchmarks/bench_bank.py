@@ -2,7 +2,7 @@
 
     python benchmarks/bench_bank.py                      # 1k, 10k, 100k memories per owner; ~1 min
     python benchmarks/bench_bank.py --with-embedding     # also time query embedding with the real embedder
-    python benchmarks/bench_bank.py --sizes 10000 --with-embedding --contention   # + threads beside a busy process
+    python benchmarks/bench_bank.py --sizes 10000 --with-embedding --contention  # + threads beside a busy one
 
 Search numbers are the store alone (query vectors are given, as the agents pass them in): one owner of N
 random normalised 384-d float32 vectors plus a second, small owner. "cold" is the first query, which builds
@@ -136,7 +136,8 @@ def _before_after(store: SQLiteStore, embed: _Embed, n: int, k: int) -> list[str
         for start in range(0, n, 10):
             for setting in (None, 1):
                 threads.SEARCH_BLAS_THREADS = setting
-                timings[setting] += [_ms(_embed_and_search, store, embed, t, k) for t in texts[start : start + 10]]
+                timings[setting] += [_ms(_embed_and_search, store, embed, t,
+                                         k) for t in texts[start : start + 10]]
     finally:
         threads.SEARCH_BLAS_THREADS = policy
     return _p50_p95(timings[None]) + _p50_p95(timings[1])

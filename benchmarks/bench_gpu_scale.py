@@ -42,8 +42,8 @@ def configs() -> dict[str, PretrainedConfig]:
         "llama-3.1-8b": LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
                                     num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
                                     max_position_embeddings=131072, rope_theta=5e5, rms_norm_eps=1e-5,
-                                    rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                                  "high_freq_factor": 4.0,
+                                    rope_scaling={"rope_type": "llama3", "factor": 8.0,
+                                                  "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                                   "original_max_position_embeddings": 8192}),
     }
 
@@ -55,7 +55,8 @@ def build(name: str, device: torch.device, dtype: torch.dtype, checkpointing: bo
         model = AutoModelForCausalLM.from_config(configs()[name], dtype=dtype)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+    model = get_peft_model(model,
+                           LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
                                              task_type="CAUSAL_LM"))
     for p in model.parameters():
         if p.requires_grad:
@@ -63,7 +64,8 @@ def build(name: str, device: torch.device, dtype: torch.dtype, checkpointing: bo
     return model.eval()
 
 
-def fake_rollouts(model: torch.nn.Module, args: argparse.Namespace, vocab: int, device: torch.device) -> RolloutBatch:
+def fake_rollouts(model: torch.nn.Module, args: argparse.Namespace, vocab: int,
+                  device: torch.device) -> RolloutBatch:
     """Sampled-shape rollouts: random prompt tokens, responses from `generate` forced to --response tokens."""
     from memory_r1.rl.passes import cache_kwargs, expanded_cache, prompt_state
 
@@ -74,17 +76,32 @@ def fake_rollouts(model: torch.nn.Module, args: argparse.Namespace, vocab: int, 
         for ids in prompts:
             prompt = torch.tensor(ids, device=device)
             state = prompt_state(model, prompt[:-1], grad=False)
-            out = model.generate(input_ids=prompt[None].expand(args.group, -1),
-                                 attention_mask=torch.ones(args.group, len(ids), dtype=torch.long, device=device),
-                                 **cache_kwargs(expanded_cache(state.keys_values, args.group)), do_sample=True, top_k=0,
-                                 max_new_tokens=args.response, min_new_tokens=args.response, pad_token_id=0)
-            responses += out[:, len(ids):].tolist()
+            out = model.generate(
+                input_ids=prompt[None].expand(args.group, -1),
+                attention_mask=torch.ones(args.group, len(ids), dtype=torch.long, device=device),
+                **cache_kwargs(expanded_cache(state.keys_values, args.group)),
+                do_sample=True,
+                top_k=0,
+                max_new_tokens=args.response,
+                min_new_tokens=args.response,
+                pad_token_id=0,
+            )
+            responses += out[:, len(ids) :].tolist()
     rows = [p for p in prompts for _ in range(args.group)]
     ids, attn, mask, P = _assemble(rows, responses, 0, device)
     B = len(rows)
-    return RolloutBatch(ids, attn, mask, None, None, torch.rand(B, generator=g).to(device),
-                        torch.arange(args.prompts, device=device).repeat_interleave(args.group), [""] * B,
-                        torch.full((B,), args.prompt_len, device=device), P)
+    return RolloutBatch(
+        ids,
+        attn,
+        mask,
+        None,
+        None,
+        torch.rand(B, generator=g).to(device),
+        torch.arange(args.prompts, device=device).repeat_interleave(args.group),
+        [""] * B,
+        torch.full((B,), args.prompt_len, device=device),
+        P,
+    )
 
 
 def run(name: str, args: argparse.Namespace, device: torch.device) -> str:
@@ -102,7 +119,10 @@ def run(name: str, args: argparse.Namespace, device: torch.device) -> str:
         batch = fake_rollouts(model, args, model.config.vocab_size, device)
         sync(device)
         t1 = time.perf_counter()
-        with model.disable_adapter(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        with (
+            model.disable_adapter(),
+            torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32),
+        ):
             batch.ref_logprobs = pass_logprobs(model, batch, args.micro, shared_prefix=True)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             grpo_step(model, optimizer, batch, config)
@@ -111,9 +131,11 @@ def run(name: str, args: argparse.Namespace, device: torch.device) -> str:
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     rollout, update = times[-1]
     del model, optimizer
-    return (f"{name:13s} {str(dtype).removeprefix('torch.'):9s} {args.prompts}x{args.group} "
-            f"{args.prompt_len}/{args.response} step {rollout + update:7.2f} s (rollout {rollout:6.2f}, "
-            f"ref+update {update:6.2f}) peak {peak:6.1f} GiB")
+    return (
+        f"{name:13s} {str(dtype).removeprefix('torch.'):9s} {args.prompts}x{args.group} "
+        f"{args.prompt_len}/{args.response} step {rollout + update:7.2f} s (rollout {rollout:6.2f}, "
+        f"ref+update {update:6.2f}) peak {peak:6.1f} GiB"
+    )
 
 
 def sync(device: torch.device) -> None:
@@ -122,7 +144,9 @@ def sync(device: torch.device) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default="tiny,qwen2.5-3b,qwen2.5-7b,llama-3.1-8b")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--prompts", type=int, default=2)
@@ -135,8 +159,11 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (smoke run: no GPU)"
-    print(f"device {name}; torch {torch.__version__}; LoRA r=16 all-linear, gradient checkpointing "
-          f"{'on' if args.checkpointing else 'off'}, micro-batch {args.micro}, shared-prompt passes", flush=True)
+    print(
+        f"device {name}; torch {torch.__version__}; LoRA r=16 all-linear, gradient checkpointing "
+        f"{'on' if args.checkpointing else 'off'}, micro-batch {args.micro}, shared-prompt passes",
+        flush=True,
+    )
     for model_name in args.models.split(","):
         try:
             print(run(model_name.strip(), args, device), flush=True)

@@ -3,21 +3,22 @@
     OMP_NUM_THREADS=1 python benchmarks/bench_grpo.py --model tiny-random
     OMP_NUM_THREADS=1 python benchmarks/bench_grpo.py --model smollm2-135m-instruct --steps 5 --repeats 2
 
-Both sides get the same model (a fresh copy each run), the same chat prompts rendered with the tokenizer's chat
-template, the same prompts per step and group size G, the same sampling (temperature 1.0, no top-k, no top-p,
-no repetition penalty), beta 0 (no reference model), full fine-tuning (no LoRA), AdamW at lr 1e-6 with no weight
-decay and a constant schedule, grad-norm clip 1.0, one optimizer step per rollout batch, token-mean loss (TRL's
-"dapo"), fp32, no gradient checkpointing (TRL turns it on by default; ours has none). Completion lengths are
-forced equal with `min_new_tokens = max_new_tokens` (EOS is masked until the limit) so tokens/s compare; pass
---no-force-length to let EOS end completions, and read the mean completion length column.
+Both sides get the same model (a fresh copy each run), the same chat prompts rendered with the tokenizer's
+chat template, the same prompts per step and group size G, the same sampling (temperature 1.0, no top-k, no
+top-p, no repetition penalty), beta 0 (no reference model), full fine-tuning (no LoRA), AdamW at lr 1e-6 with
+no weight decay and a constant schedule, grad-norm clip 1.0, one optimizer step per rollout batch, token-mean
+loss (TRL's "dapo"), fp32, no gradient checkpointing (TRL turns it on by default; ours has none). Completion
+lengths are forced equal with `min_new_tokens = max_new_tokens` (EOS is masked until the limit) so tokens/s
+compare; pass --no-force-length to let EOS end completions, and read the mean completion length column.
 
 Runs alternate (ours, TRL, ours, TRL, ...) so a noisy shared machine slows both alike; the first step of each
 run is a warm-up and is dropped; the table gives medians over the remaining steps of all runs.
 
 What is timed:
-- ours: rollout = `sample_rollouts`, update = reward + `grpo_step`. One epoch over one mini-batch is on-policy,
-  so, like TRL in that case, ours skips the separate no-grad "old" log-prob pass (`old_logprobs=False`) and
-  takes the update's own detached log-probs; --old-logprob-pass puts the pass back (part of the rollout).
+- ours: rollout = `sample_rollouts`, update = reward + `grpo_step`. One epoch over one mini-batch is
+  on-policy, so, like TRL in that case, ours skips the separate no-grad "old" log-prob pass
+  (`old_logprobs=False`) and takes the update's own detached log-probs; --old-logprob-pass puts the pass back
+  (part of the rollout).
 - TRL:  step = `on_step_begin` .. `on_step_end` of a TrainerCallback (generation, scoring, loss, backward,
   optimizer step; logging comes after), rollout = its `_generate_and_score_completions` (generation + reward +
   advantages), update = step - rollout.
@@ -146,19 +147,21 @@ def run_ours(path: str, args: argparse.Namespace, seed: int, shared: bool = True
     if args.case == "answer":  # as `memory-r1 train` does: LoRA, the reference is the adapter switched off
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
+        model = get_peft_model(model,
+                               LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
                                                  task_type="CAUSAL_LM"))
     model.eval()  # as our trainer does: no dropout, sampling- and update-time log-probs agree
     torch.manual_seed(seed)
     gen_timer = Timer()
-    # min_new_tokens forces equal lengths; sample_rollouts hides the model's generation_config, so pass it here.
+    # min_new_tokens forces equal lengths; sample_rollouts hides the model's generation_config, so pass it
+    # here.
     extra = {"min_new_tokens": args.max_new_tokens} if args.force_length else {}
     model.generate = gen_timer.wrap(model.generate, **extra)
     render = functools.partial(tokenizer.apply_chat_template, add_generation_prompt=True, tokenize=False)
     texts = [render(m) for m in messages_for(args.prompts, args.case)]
     B = args.prompts * args.group_size
-    rollout = RolloutConfig(samples_per_prompt=args.group_size, temperature=1.0, max_new_tokens=args.max_new_tokens,
-                            shared_prefix=shared)
+    rollout = RolloutConfig(samples_per_prompt=args.group_size, temperature=1.0,
+                            max_new_tokens=args.max_new_tokens, shared_prefix=shared)
     config = GRPOConfig(beta=args.beta, loss_agg="token-mean", epochs=1, mini_batch_size=None,
                         micro_batch_size=args.micro_batch_size or B, max_grad_norm=1.0)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -171,10 +174,12 @@ def run_ours(path: str, args: argparse.Namespace, seed: int, shared: bool = True
                                 old_logprobs=args.old_logprob_pass, micro_batch_size=config.micro_batch_size)
         t1 = time.perf_counter()
         batch.rewards = torch.tensor([reward_of(t) for t in batch.texts])
-        grpo_step(model, optimizer, batch, config, ref_model=ref, shared_prefix=shared)  # type: ignore[arg-type]
+        grpo_step(model, optimizer, batch, config, ref_model=ref,
+                  shared_prefix=shared)  # type: ignore[arg-type]
         t2 = time.perf_counter()
         lengths = batch.response_mask.sum(-1)
-        steps.append(Step(t2 - t0, t1 - t0, t2 - t1, gen_timer.take(), float(lengths.sum()), float(lengths.mean())))
+        steps.append(Step(t2 - t0, t1 - t0, t2 - t1, gen_timer.take(), float(lengths.sum()),
+                          float(lengths.mean())))
     return steps
 
 
@@ -238,20 +243,22 @@ def run_trl(path: str, args: argparse.Namespace, seed: int) -> list[Step]:
     clock = StepClock()
     # TRL turns activation checkpointing on by default; ours has none. transformers 5.23 renamed the argument.
     names = {f.name for f in dataclasses.fields(TRLConfig)}
-    no_checkpointing = {k: False for k in ("activation_checkpointing", "gradient_checkpointing") if k in names}
+    no_checkpointing = {k: False for k in ("activation_checkpointing",
+                                           "gradient_checkpointing") if k in names}
     with tempfile.TemporaryDirectory(prefix="bench-grpo-trl-") as out:
         config = TRLConfig(
             output_dir=out,
             use_cpu=True, bf16=False, fp16=False, **no_checkpointing,
             report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True, log_completions=False,
             max_steps=args.steps, seed=seed, dataloader_num_workers=0,
-            per_device_train_batch_size=micro, gradient_accumulation_steps=B // micro,  # one optimizer step per batch
+            per_device_train_batch_size=micro,
+            gradient_accumulation_steps=B // micro,  # one optimizer step per batch
             num_generations=args.group_size, max_completion_length=args.max_new_tokens,
             temperature=1.0, top_k=0, top_p=1.0, min_p=None, repetition_penalty=1.0,
             generation_kwargs={"min_new_tokens": args.max_new_tokens} if args.force_length else None,
             beta=args.beta, num_iterations=1, epsilon=0.2, loss_type="dapo", scale_rewards="group",
-            learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, optim="adamw_torch",
-            max_grad_norm=1.0,
+            learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+            optim="adamw_torch", max_grad_norm=1.0,
         )
         assert config.generation_batch_size == B, (config.generation_batch_size, B)
         dataset = Dataset.from_dict({"prompt": messages_for(args.prompts, args.case)})
@@ -262,15 +269,16 @@ def run_trl(path: str, args: argparse.Namespace, seed: int) -> list[Step]:
             peft_config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
                                      task_type="CAUSAL_LM")
         trainer = GRPOTrainer(
-            model=model, reward_funcs=trl_reward, args=config, train_dataset=dataset, processing_class=tokenizer,
-            callbacks=[clock], peft_config=peft_config,
+            model=model, reward_funcs=trl_reward, args=config, train_dataset=dataset,
+            processing_class=tokenizer, callbacks=[clock], peft_config=peft_config,
         )
         trainer.remove_callback(PrinterCallback)  # our own table replaces its per-step log dicts
         flag = "is_activation_checkpointing" if hasattr(trainer.model, "is_activation_checkpointing") else (
             "is_gradient_checkpointing"
         )
         if getattr(trainer.model, flag, False):
-            print("WARNING: TRL enabled activation checkpointing; timings are not comparable", file=sys.stderr)
+            print("WARNING: TRL enabled activation checkpointing; timings are not comparable",
+                  file=sys.stderr)
         trainer._generate_and_score_completions = rollout_timer.wrap(trainer._generate_and_score_completions)
         trainer.train()
     if len(clock.lengths) != len(clock.steps):
@@ -285,7 +293,8 @@ def run_trl(path: str, args: argparse.Namespace, seed: int) -> list[Step]:
 
 def prompt_tokens(path: str, args: argparse.Namespace) -> list[list[int]]:
     _, tokenizer = load(path)
-    return [tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    return [tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=True,
+                                          return_dict=True)["input_ids"]
             for m in messages_for(args.prompts, args.case)]
 
 
@@ -297,7 +306,8 @@ def check_same_prompts(path: str, n: int, case: str) -> None:
                          add_special_tokens=False)["input_ids"]
         theirs = tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)
         if list(ours) != list(theirs["input_ids"]):
-            print(f"WARNING: prompt tokens differ between ours and TRL for {m[0]['content']!r}", file=sys.stderr)
+            print(f"WARNING: prompt tokens differ between ours and TRL for {m[0]['content']!r}",
+                  file=sys.stderr)
 
 
 @dataclass
@@ -313,8 +323,10 @@ class Summary:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny-random", help="tiny-random, smollm2-135m-instruct, or a folder")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny-random",
+                        help="tiny-random, smollm2-135m-instruct, or a folder")
     parser.add_argument("--steps", type=int, default=5, help="optimizer steps per run (the first is warm-up)")
     parser.add_argument("--prompts", type=int, default=2, help="prompts per step")
     parser.add_argument("--group-size", type=int, default=4, help="G: completions per prompt")
@@ -324,16 +336,24 @@ def main() -> None:
                         help="rows per forward/backward (default: the whole batch, prompts x G)")
     parser.add_argument("--no-force-length", dest="force_length", action="store_false",
                         help="let EOS end completions instead of forcing max-new-tokens on both sides")
-    parser.add_argument("--old-logprob-pass", action="store_true",
-                        help="ours: keep the separate no-grad log-prob pass in sample_rollouts (the old default; "
-                        "redundant for an on-policy update, which TRL skips too)")
+    parser.add_argument(
+        "--old-logprob-pass",
+        action="store_true",
+        help="ours: keep the separate no-grad log-prob pass in sample_rollouts (the old default; "
+        "redundant for an on-policy update, which TRL skips too)",
+    )
     parser.add_argument("--impl", default="plain,ours,trl",
                         help="comma list of: plain (ours, today's plain path), ours (shared prompt), trl")
-    parser.add_argument("--case", choices=["short", "answer"], default="short",
-                        help="short: one-line prompts, full fine-tuning, beta 0. answer: the Answer Agent's "
-                        "~1.3k-token prompt, LoRA r=8 with the adapter-off reference, beta 0.001, micro-batch 2 "
-                        "(the cpu-small preset's shape)")
-    parser.add_argument("--beta", type=float, default=None, help="KL coefficient (default: 0 short, 0.001 answer)")
+    parser.add_argument(
+        "--case",
+        choices=["short", "answer"],
+        default="short",
+        help="short: one-line prompts, full fine-tuning, beta 0. answer: the Answer Agent's "
+        "~1.3k-token prompt, LoRA r=8 with the adapter-off reference, beta 0.001, micro-batch 2 "
+        "(the cpu-small preset's shape)",
+    )
+    parser.add_argument("--beta", type=float, default=None,
+                        help="KL coefficient (default: 0 short, 0.001 answer)")
     parser.add_argument("--lr", type=float, default=None, help="default: 1e-6 short, 1e-4 answer (LoRA)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -355,7 +375,8 @@ def main() -> None:
 
     import transformers
 
-    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5.23's checkpointing renames, via TRL
+    warnings.filterwarnings("ignore",
+                            category=FutureWarning)  # transformers 5.23's checkpointing renames, via TRL
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     threads = os.environ.get("OMP_NUM_THREADS")
@@ -372,7 +393,8 @@ def main() -> None:
         f"model {args.model}; {args.prompts} prompts x G={args.group_size} = {B} completions/step, "
         f"max_new_tokens {args.max_new_tokens} ({'forced' if args.force_length else 'EOS may end early'}), "
         f"micro-batch {args.micro_batch_size or B}, ours' old-logprob pass "
-        f"{'on' if args.old_logprob_pass else 'off'}; {args.steps} steps x {args.repeats} runs each, first step dropped"
+        f"{'on' if args.old_logprob_pass else 'off'}; {args.steps} steps x {args.repeats} runs each, "
+        "first step dropped"
     )
 
     runners = {"ours": run_ours, "plain": functools.partial(run_ours, shared=False), "TRL": run_trl}
@@ -402,13 +424,15 @@ def main() -> None:
         print(
             f"{s.name:5s} {s.med('step_s'):7.3f} {s.med('rollout_s'):9.3f} {s.med('generate_s'):6.3f} "
             f"{s.med('update_s'):8.3f} {s.med_rate('rollout_s'):13.1f} {s.med_rate('generate_s'):9.1f} "
-            f"{s.med_rate('step_s'):10.1f} {statistics.mean(x.mean_len for x in s.steps):8.1f} {len(s.steps):3d}"
+            f"{s.med_rate('step_s'):10.1f} {statistics.mean(x.mean_len for x in s.steps):8.1f} "
+            f"{len(s.steps):3d}"
         )
     if "ours" in results and "plain" in results:
         new, old = results["ours"], results["plain"]
         print(
             "new/old = ours (shared prompt) / plain (today's path), median time ratio: "
-            f"step {new.med('step_s') / old.med('step_s'):.3f} ({old.med('step_s') / new.med('step_s'):.2f}x cheaper), "
+            f"step {new.med('step_s') / old.med('step_s'):.3f} "
+            f"({old.med('step_s') / new.med('step_s'):.2f}x cheaper), "
             f"rollout {new.med('rollout_s') / old.med('rollout_s'):.3f}, "
             f"update {new.med('update_s') / old.med('update_s'):.3f}"
         )

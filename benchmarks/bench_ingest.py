@@ -80,7 +80,8 @@ def main() -> None:
         "cpu_speedup": sequential_cpu / concurrent_cpu,
         "identical_banks": same_banks,
         "history_rows_agreeing": agree,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {os.environ.get('OMP_NUM_THREADS', '?')}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"torch threads {os.environ.get('OMP_NUM_THREADS', '?')}",
     }
     print(f"{turns} turns over {len(conversations)} conversations, model {args.model}")
     print(f"  sequential  {figures['sequential_turns_per_s']:.3f} turns/s ({sequential_s:.0f} s)")

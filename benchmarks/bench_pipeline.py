@@ -21,7 +21,8 @@ from memory_r1.pipeline import DEFAULT_MODEL, MemorySystem, PipelineConfig
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="locomo10.json (default: the documented places)")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--conversation", default="conv-26")
@@ -31,7 +32,8 @@ def main() -> None:
     args = parser.parse_args()
 
     conversation = select_sessions(
-        get_conversation(load_locomo(find_locomo(args.data)), args.conversation), parse_session_range(args.sessions)
+        get_conversation(load_locomo(find_locomo(args.data)), args.conversation),
+        parse_session_range(args.sessions)
     )
     items = [q for q in conversation.qa if q.answer is not None][: args.questions]
 
@@ -49,7 +51,8 @@ def main() -> None:
 
     answer_usage = [a.usage for a in answers]
     figures = {
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, {platform.python_version()}",
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
+        f"{platform.python_version()}",
         "model": args.model,
         "conversation": args.conversation,
         "sessions": args.sessions,
@@ -60,7 +63,12 @@ def main() -> None:
         "operations": {e.value: n for e, n in report.operations.items()},
         "s_per_turn": round(report.seconds / max(report.turns, 1), 2),
         "s_per_question_median": round(statistics.median(per_question), 2) if per_question else None,
-        "mean_f1": round(statistics.fmean(f1_score(a.answer, q.answer) for a, q in zip(answers, items)), 3) if items else None,
+        "mean_f1": (
+            round(statistics.fmean(f1_score(a.answer, q.answer)
+                                   for a, q in zip(answers, items, strict=True)), 3)
+            if items
+            else None
+        ),
     }
     for stage, usage in report.usage.items():
         calls = report.calls[stage]
@@ -68,8 +76,12 @@ def main() -> None:
         figures[f"{stage}_completion_tokens_per_call"] = round(usage.completion_tokens / calls, 1)
         figures[f"{stage}_s_per_call"] = round(usage.latency_s / calls, 2)
     if answer_usage:
-        figures["answer_prompt_tokens_per_call"] = round(statistics.fmean(u.prompt_tokens for u in answer_usage), 1)
-        figures["answer_completion_tokens_per_call"] = round(statistics.fmean(u.completion_tokens for u in answer_usage), 1)
+        figures["answer_prompt_tokens_per_call"] = round(
+            statistics.fmean(u.prompt_tokens for u in answer_usage), 1
+        )
+        figures["answer_completion_tokens_per_call"] = round(
+            statistics.fmean(u.completion_tokens for u in answer_usage), 1
+        )
 
     width = max(map(len, figures))
     for key, value in figures.items():

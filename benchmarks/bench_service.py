@@ -59,7 +59,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--requests", type=int, default=20, help="per client and kind")
-    ap.add_argument("--baseline", type=int, default=50, help="queries the embedder alone embeds, one at a time")
+    ap.add_argument(
+        "--baseline", type=int, default=50, help="queries the embedder alone embeds, one at a time"
+    )
     ap.add_argument("--store", default=None, help="SQLite path or postgresql:// DSN (default: a temp file)")
     args = ap.parse_args()
     embedder = load_embedder()
@@ -73,8 +75,9 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = ServiceConfig(rate_per_minute=10**9)
-    server = uvicorn.Server(uvicorn.Config(create_app(memory, keys, config), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(memory, keys, config), host="127.0.0.1", port=port, log_level="warning")
+    )
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
@@ -97,13 +100,20 @@ def main() -> None:
                 user = f"user{worker % 4}"
                 t = time.perf_counter()
                 if kind == "search":
-                    r = c.post("/v1/memories/search/", json={"query": f"what does {user} like {j}?", "user_id": user})
+                    r = c.post(
+                        "/v1/memories/search/", json={"query": f"what does {user} like {j}?", "user_id": user}
+                    )
                 else:
                     text = f"{user} note {worker}-{j} ({kind})"
-                    r = c.post("/v1/memories/", json={"messages": text, "user_id": user, "infer": kind == "add-infer"})
+                    r = c.post(
+                        "/v1/memories/",
+                        json={"messages": text, "user_id": user, "infer": kind == "add-infer"},
+                    )
                     if r.status_code == 200:  # what the server says it stored (inference rewrites the text)
                         with lock:
-                            acked.extend((user, op["memory"]) for op in r.json()["results"] if op["event"] == "ADD")
+                            acked.extend(
+                                (user, op["memory"]) for op in r.json()["results"] if op["event"] == "ADD"
+                            )
                 times.append(time.perf_counter() - t)
                 errors += r.status_code != 200
         return times, errors
@@ -117,21 +127,31 @@ def main() -> None:
         times = [t for ts, _ in results for t in ts]
         p50, p95 = _percentiles(times)
         rows.append((kind, len(times) / wall, p50, p95, sum(e for _, e in results)))
-        print(f"{kind}: {rows[-1][1]:.1f} requests/s, p50 {p50:.0f} ms, p95 {p95:.0f} ms, errors {rows[-1][4]}",
-              flush=True)
+        print(
+            f"{kind}: {rows[-1][1]:.1f} requests/s, p50 {p50:.0f} ms, p95 {p95:.0f} ms, errors {rows[-1][4]}",
+            flush=True,
+        )
     server.should_exit = True
-    stored = {(f"user{u}", i.memory) for u in range(4) for p in range(1, 100)
-              for i in memory.get_all(Scope(f"user{u}"), page=p, page_size=1000)}
+    stored = {
+        (f"user{u}", i.memory)
+        for u in range(4)
+        for p in range(1, 100)
+        for i in memory.get_all(Scope(f"user{u}"), page=p, page_size=1000)
+    }
     lost = [t for t in acked if t not in stored]
-    print(f"{args.clients} concurrent clients, {args.requests} requests each per kind; "
-          f"embedder alone (1 query at a time): {embed_rps:.0f} queries/s")
+    print(
+        f"{args.clients} concurrent clients, {args.requests} requests each per kind; "
+        f"embedder alone (1 query at a time): {embed_rps:.0f} queries/s"
+    )
     print("| route | requests/s | p50 ms | p95 ms | errors |")
     print("|---|---:|---:|---:|---:|")
     for kind, rps, p50, p95, errors in rows:
         print(f"| {kind} | {rps:.0f} | {p50:.1f} | {p95:.1f} | {errors} |")
     search_rps = next(rps for kind, rps, *_ in rows if kind == "search")
-    print(f"search requests/s at {args.clients} clients / embedder alone one query at a time: "
-          f"{search_rps / embed_rps:.2f}")
+    print(
+        f"search requests/s at {args.clients} clients / embedder alone one query at a time: "
+        f"{search_rps / embed_rps:.2f}"
+    )
     print(f"acknowledged adds: {len(acked)}, missing from the store afterwards: {len(lost)}")
 
 

@@ -1,6 +1,7 @@
 """Build benchmarks/data/manager-decisions.jsonl: the Memory Manager decision benchmark.
 
-    python benchmarks/build_decisions.py [--data locomo10.json] [--out benchmarks/data/manager-decisions.jsonl]
+    python benchmarks/build_decisions.py [--data locomo10.json] \
+        [--out benchmarks/data/manager-decisions.jsonl]
 
 Deterministic: the same LoCoMo file gives the same cases. LoCoMo (CC BY-NC) cases are stored as references
 (sample_id, dia_ids) chosen by the rules below and rebuilt into text by `memory_r1.eval.decisions` at run
@@ -24,10 +25,19 @@ from memory_r1.data import find_locomo, load_locomo
 from memory_r1.records import Category, Conversation, Turn
 
 ADD_PER_CONVERSATION, DUPLICATES_PER_CONVERSATION, CHATTER_PER_CONVERSATION = 10, 3, 3
-STOPWORDS = frozenset(["that", "this", "with", "have", "from", "they", "them", "then", "than", "what", "when", "where", "which", "while", "about", "would", "could", "should", "there", "their", "these", "those", "been", "were", "will", "your", "yours", "just", "really", "also", "very", "much", "some", "more", "most", "into", "over", "like", "know", "think", "going", "getting", "doing", "make", "made", "feel", "felt", "time", "good", "great", "thanks", "thank", "yeah", "pretty", "things", "thing", "always", "never", "still", "even", "well", "sure", "lots", "love"])
-PLEASANTRY = re.compile(r"^(wow|thanks|thank you|cool|awesome|great|nice|bye|take care|see you|haha|congrats|"
-                        r"congratulations|aw+|glad|sounds|yeah|totally|absolutely|you too|good luck|no problem|lol|"
-                        r"same|agreed|exactly|me too|sure)\b", re.IGNORECASE)
+STOPWORDS = frozenset(["that", "this", "with", "have", "from", "they", "them", "then", "than", "what", "when",
+                       "where", "which", "while", "about", "would", "could", "should", "there", "their",
+                       "these", "those", "been", "were", "will", "your", "yours", "just", "really", "also",
+                       "very", "much", "some", "more", "most", "into", "over", "like", "know", "think",
+                       "going", "getting", "doing", "make", "made", "feel", "felt", "time", "good", "great",
+                       "thanks", "thank", "yeah", "pretty", "things", "thing", "always", "never", "still",
+                       "even", "well", "sure", "lots", "love"])
+PLEASANTRY = re.compile(
+    r"^(wow|thanks|thank you|cool|awesome|great|nice|bye|take care|see you|haha|congrats|"
+    r"congratulations|aw+|glad|sounds|yeah|totally|absolutely|you too|good luck|no problem|lol|"
+    r"same|agreed|exactly|me too|sure)\b",
+    re.IGNORECASE,
+)
 FIRST_PERSON = re.compile(r"\b(I|I'm|I've|I'll|my|me|we|our|us)\b")
 
 
@@ -44,8 +54,14 @@ def is_content(turn: Turn, evidence: set[str]) -> bool:
 def is_chatter(turn: Turn) -> bool:
     """Rule: small talk: at most 6 words, opens with a pleasantry, no question, nothing about the speaker."""
     text = turn.text
-    return (len(text.split()) <= 6 and "?" not in text and not turn.image_caption and bool(PLEASANTRY.match(text))
-            and not FIRST_PERSON.search(text) and not re.search(r"\d", text))
+    return (
+        len(text.split()) <= 6
+        and "?" not in text
+        and not turn.image_caption
+        and bool(PLEASANTRY.match(text))
+        and not FIRST_PERSON.search(text)
+        and not re.search(r"\d", text)
+    )
 
 
 def spaced(items: list, count: int, offset: float = 0.5) -> list:
@@ -78,7 +94,8 @@ def locomo_cases(conversation: Conversation) -> list[dict]:
     def row(kind: str, rule: str, fact: Turn, memories: list[Turn], event: str, target: int | None) -> dict:
         return {"id": f"{conversation.sample_id}-{kind}-{fact.dia_id}", "source": "locomo", "kind": kind,
                 "labelled_by": f"rule:{rule}", "event": event, "also": [], "target": target,
-                "sample_id": conversation.sample_id, "fact_ref": fact.dia_id, "memory_refs": [m.dia_id for m in memories]}
+                "sample_id": conversation.sample_id, "fact_ref": fact.dia_id,
+                "memory_refs": [m.dia_id for m in memories]}
 
     for j, fact in enumerate(spaced(content, ADD_PER_CONVERSATION)):
         memories = unrelated(fact, by_speaker[fact.speaker], j % 4, start=j * 13)
@@ -116,7 +133,8 @@ def synthetic_cases() -> list[dict]:
             else:
                 position, memories = None, distractors
             target = position if event in ("UPDATE", "DELETE", "NOOP") and memory else None
-            cases.append({"id": f"syn-{kind}-{i + 1:02d}", "source": "synthetic", "kind": kind, "labelled_by": "hand",
+            cases.append({"id": f"syn-{kind}-{i + 1:02d}", "source": "synthetic", "kind": kind,
+                          "labelled_by": "hand",
                           "event": event, "also": also, "target": target, "fact": fact.format(n=name),
                           "memories": memories})
     return cases
@@ -125,7 +143,8 @@ def synthetic_cases() -> list[dict]:
 def assign_splits(cases: list[dict]) -> None:
     """Rule: within each kind, order by sha256 of the id; every third case is dev, the rest test."""
     for kind in sorted({c["kind"] for c in cases}):
-        group = sorted((c for c in cases if c["kind"] == kind), key=lambda c: hashlib.sha256(c["id"].encode()).hexdigest())
+        group = sorted((c for c in cases if c["kind"] == kind),
+                       key=lambda c: hashlib.sha256(c["id"].encode()).hexdigest())
         for i, case in enumerate(group):
             case["split"] = "dev" if i % 3 == 0 else "test"
 
@@ -134,14 +153,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/data/manager-decisions.jsonl"))
-    parser.add_argument("--show", type=int, default=0, help="print the text of N LoCoMo cases per kind (spot-check)")
+    parser.add_argument("--show", type=int, default=0,
+                        help="print the text of N LoCoMo cases per kind (spot-check)")
     parser.add_argument("--skip", type=int, default=0, help="start the spot-check sample at this case")
     args = parser.parse_args()
     conversations = load_locomo(find_locomo(args.data))
     cases = [c for conv in conversations for c in locomo_cases(conv)] + synthetic_cases()
     assign_splits(cases)
     order = ["id", "split", "source", "kind", "labelled_by", "event", "also", "target"]
-    lines = [json.dumps({k: c[k] for k in order} | {k: v for k, v in c.items() if k not in order}) for c in cases]
+    lines = [
+        json.dumps({k: c[k] for k in order} | {k: v for k, v in c.items() if k not in order}) for c in cases
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     counts: dict[str, int] = {}
@@ -151,8 +173,13 @@ def main() -> None:
     if args.show:
         turns = {(conv.sample_id, t.dia_id): t.render() for conv in conversations for t in conv.turns}
         for kind in ("add-new", "duplicate", "chatter"):
-            for c in [c for c in cases if c["kind"] == kind and c["source"] == "locomo"][args.skip :: max(1, 30 // args.show)][: args.show]:
-                print(f"--- {c['id']} {c['event']} target={c['target']}\n  fact: {turns[(c['sample_id'], c['fact_ref'])]}")
+            for c in [c for c in cases if c["kind"] == kind and c["source"] == "locomo"][
+                args.skip :: max(1, 30 // args.show)
+            ][: args.show]:
+                print(
+                    f"--- {c['id']} {c['event']} target={c['target']}\n"
+                    f"  fact: {turns[(c['sample_id'], c['fact_ref'])]}"
+                )
                 for ref in c["memory_refs"]:
                     print(f"  mem:  {turns[(c['sample_id'], ref)]}")
 

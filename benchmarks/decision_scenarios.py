@@ -135,7 +135,8 @@ SCENARIOS: dict[str, list[tuple[str, str, str, str | None]]] = {
 }
 
 NAMES = ("Alex", "Sam", "Jordan", "Priya", "Mateo", "Lena", "Omar", "Yuki", "Grace", "Tomas", "Aisha", "Ben",
-         "Chloe", "Dev", "Elena", "Farid", "Hana", "Ivan", "Jade", "Kofi", "Lucia", "Marco", "Nina", "Owen", "Rosa")
+         "Chloe", "Dev", "Elena", "Farid", "Hana", "Ivan", "Jade", "Kofi", "Lucia", "Marco", "Nina", "Owen",
+         "Rosa")
 
 # Memories on other topics, shown beside the one that matters so the model must pick the right target.
 DISTRACTORS: tuple[tuple[str, str], ...] = (

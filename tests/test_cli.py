@@ -35,7 +35,8 @@ def filled_bank(tmp_path, conv26_session1, scripted, make_system):
 
 def test_ingest_with_a_real_model_records_a_decision_per_turn(tmp_path, locomo_path, conv26_session1):
     bank = tmp_path / "bank.db"
-    result = run("ingest", locomo_path, "-c", "conv-26", "--sessions", "1", "--bank", bank, "--model", "tiny-random")
+    result = run("ingest", locomo_path, "-c", "conv-26", "--sessions", "1", "--bank", bank, "--model",
+                 "tiny-random")
     assert result.exit_code == 0, result.output
     assert "ingested conv-26" in result.output
     with SQLiteStore(bank) as store:
@@ -49,7 +50,8 @@ def test_memories_list_history_search_undo(filled_bank):
     listed = run("memories", "list", "--bank", filled_bank)
     assert listed.exit_code == 0 and "conv-26:Caroline" in listed.output
     assert run("memories", "history", "--bank", filled_bank, "--limit", "3").exit_code == 0
-    found = run("memories", "search", "support group", "--owner", "conv-26:Caroline", "-k", "2", "--bank", filled_bank)
+    found = run("memories", "search", "support group", "--owner", "conv-26:Caroline", "-k", "2", "--bank",
+                filled_bank)
     assert found.exit_code == 0 and "support group" in found.output.lower()
     with SQLiteStore(filled_bank) as store:
         before = store.count()
@@ -65,7 +67,8 @@ def test_memories_list_history_search_undo(filled_bank):
 
 
 def test_ask_answers_from_the_bank(filled_bank):
-    result = run("ask", "What did Caroline research?", "-c", "conv-26", "--bank", filled_bank, "--model", "tiny-random")
+    result = run("ask", "What did Caroline research?", "-c", "conv-26", "--bank", filled_bank, "--model",
+                 "tiny-random")
     assert result.exit_code == 0, result.output
     assert "Answer:" in result.output
 
@@ -76,7 +79,10 @@ def test_ask_answers_from_the_bank(filled_bank):
         (("ingest", "/nonexistent/locomo10.json"), "/nonexistent/locomo10.json"),
         (("ingest", "{locomo}", "-c", "conv-99"), "conv-99"),
         (("ingest", "{locomo}", "-s", "x-y"), "x-y"),
-        (("ingest", "{locomo}", "-s", "1", "--model", "no-such-model-anywhere", "--bank", "{tmp}/b.db"), "no-such-model-anywhere"),
+        (
+            ("ingest", "{locomo}", "-s", "1", "--model", "no-such-model-anywhere", "--bank", "{tmp}/b.db"),
+            "no-such-model-anywhere",
+        ),
         (("ingest", "{bad}"), "qa"),
         (("ask", "hi", "--bank", "{tmp}/missing.db"), "no bank"),
         (("memories", "list", "--bank", "{notdb}"), "notdb"),
@@ -125,7 +131,16 @@ def test_data_build_commands_write_datasets(tmp_path, locomo_path):
 def test_answer_dataset_on_verbatim_turns(tmp_path, locomo_path):
     """--memories turns: the bank holds every turn of the session verbatim (as `rag` does), the manager
     never runs, and each example's memories are those turns."""
-    common = ["--data", locomo_path, "-s", "1", "--embedding-model", "hashing", "--manager-model", "tiny-random"]
+    common = [
+        "--data",
+        locomo_path,
+        "-s",
+        "1",
+        "--embedding-model",
+        "hashing",
+        "--manager-model",
+        "tiny-random",
+    ]
     result = run("data", "build-answer", "--out", tmp_path / "t", "--memories", "turns", *common)
     assert result.exit_code == 0, result.output
     store = SQLiteStore(tmp_path / "t" / "bank.db", embedding_model="hashing-64", dim=64)

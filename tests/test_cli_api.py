@@ -40,8 +40,12 @@ def store_location(request, tmp_path) -> str:
 
 def test_memories_list_history_undo_on_scopes(store_location):
     common = ("--store", store_location, "--model", "tiny-random", "--embedding-model", "hashing")
-    for text, scope in (("alice likes tea", ("--user", "alice")), ("helper note", ("--user", "alice", "--agent", "helper")),
-                        ("alice moved to Porto", ("--user", "alice")), ("bob likes chess", ("--user", "bob"))):
+    for text, scope in (
+        ("alice likes tea", ("--user", "alice")),
+        ("helper note", ("--user", "alice", "--agent", "helper")),
+        ("alice moved to Porto", ("--user", "alice")),
+        ("bob likes chess", ("--user", "bob")),
+    ):
         assert run("add", text, *scope, "--no-infer", *common).exit_code == 0
     where = ("--store", store_location)
     listed = run("memories", "list", "--user", "alice", *where)
@@ -61,7 +65,11 @@ def test_memories_list_history_undo_on_scopes(store_location):
     assert "chess" in run("memories", "list", "--user", "bob", *where).output
     bob_history = run("memories", "history", "--user", "bob", *where).output
     foreign = run("memories", "undo", "1", "--user", "bob", *where)  # #1 is alice's first add
-    assert foreign.exit_code == 1 and "not a change of bob" in foreign.output and "Traceback" not in foreign.output
+    assert (
+        foreign.exit_code == 1
+        and "not a change of bob" in foreign.output
+        and "Traceback" not in foreign.output
+    )
     assert "chess" in bob_history
     both = run("memories", "list", "--owner", "alice", "--user", "alice", *where)
     assert both.exit_code == 1 and "not both" in both.output

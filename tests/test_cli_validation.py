@@ -100,6 +100,7 @@ def test_read_only_commands_do_not_write(tmp_path):
     with SQLiteStore(bank) as store:  # leave a committed WAL frame behind: a writer would checkpoint it
         store.add("c:Alex", "Alex reads", np.ones(64, np.float32), provenance=P)
     before = bank.read_bytes()
-    for args in (("memories", "list"), ("memories", "history"), ("memories", "search", "tea", "--owner", "c:Alex")):
+    for args in (("memories", "list"), ("memories", "history"),
+                 ("memories", "search", "tea", "--owner", "c:Alex")):
         assert invoke(*args, "--bank", bank).exit_code == 0
     assert bank.read_bytes() == before

@@ -7,13 +7,12 @@ implements). The tiny real model checks the same on the real path.
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import datetime, timedelta, timezone
+from pathlib import Path as _Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import importlib.util
-from pathlib import Path as _Path
 
 _spec = importlib.util.spec_from_file_location("memory_r1_conftest", _Path(__file__).parent / "conftest.py")
 _conftest = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]

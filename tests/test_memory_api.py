@@ -1,4 +1,5 @@
-"""The public `Memory` API on the embedded SQLite store, with scripted agents (exact, assertable behaviour)."""
+"""The public `Memory` API on the embedded SQLite store, with scripted agents (exact, assertable
+behaviour)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from memory_r1.records import Scope, ScopeError
 
 def agents_on(generator) -> Agents:
     embedder = HashingEmbedder()
-    return Agents(embedder, FactExtractor(generator), MemoryManager(generator, embedder), AnswerAgent(generator, embedder))
+    return Agents(embedder, FactExtractor(generator), MemoryManager(generator, embedder),
+                  AnswerAgent(generator, embedder))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -58,9 +60,16 @@ def test_scope_keys_are_one_to_one_and_locomo_keys_unchanged() -> None:
 
 
 def test_add_without_inference_stores_texts_and_reports_operations(memory: Memory) -> None:
-    result = memory.add([{"role": "user", "content": "I live in Lisbon"}, {"role": "user", "content": "I like tea"}],
-                        user_id="alice", infer=False, metadata={"source": "chat"})
-    assert [(op.event, op.memory) for op in result.results] == [("ADD", "I live in Lisbon"), ("ADD", "I like tea")]
+    result = memory.add(
+        [{"role": "user", "content": "I live in Lisbon"}, {"role": "user", "content": "I like tea"}],
+        user_id="alice",
+        infer=False,
+        metadata={"source": "chat"},
+    )
+    assert [(op.event, op.memory) for op in result.results] == [
+        ("ADD", "I live in Lisbon"),
+        ("ADD", "I like tea"),
+    ]
     items = memory.get_all(ALICE)
     assert [i.id for i in items] == [op.id for op in result.results]
     assert all(i.metadata == {"source": "chat"} and i.scope == ALICE for i in items)
@@ -69,11 +78,13 @@ def test_add_without_inference_stores_texts_and_reports_operations(memory: Memor
 
 
 def test_add_with_inference_runs_extraction_and_the_manager(memory: Memory) -> None:
-    first = memory.add([{"role": "user", "name": "Alice", "content": "I adopted a cat named Miso"}], user_id="alice")
+    first = memory.add([{"role": "user", "name": "Alice", "content": "I adopted a cat named Miso"}],
+                       user_id="alice")
     [op] = first.results
     assert op.event == "ADD" and "Miso" in (op.memory or "") and op.id is not None
     assert first.usage["extract"].prompt_tokens > 0 and first.usage["manage"].prompt_tokens > 0
-    again = memory.add([{"role": "user", "name": "Alice", "content": "I adopted a cat named Miso"}], user_id="alice")
+    again = memory.add([{"role": "user", "name": "Alice", "content": "I adopted a cat named Miso"}],
+                       user_id="alice")
     assert [o.event for o in again.results] == ["NOOP"]  # the manager saw the memory and changed nothing
     assert len(memory.get_all(ALICE)) == 1
 
@@ -96,7 +107,8 @@ def test_filtered_search_returns_k_matches_when_k_exist(memory: Memory) -> None:
                user_id="alice", infer=False, metadata={"tag": "wanted"})
     unfiltered = memory.search("coffee beans and coffee grinders", user_id="alice", limit=5)
     assert all(i.metadata["tag"] == "other" for i in unfiltered)
-    hits = memory.search("coffee beans and coffee grinders", user_id="alice", limit=5, filters={"tag": "wanted"})
+    hits = memory.search("coffee beans and coffee grinders", user_id="alice", limit=5,
+                         filters={"tag": "wanted"})
     assert len(hits) == 5 and all(h.metadata["tag"] == "wanted" for h in hits)
     scores = [h.score or 0.0 for h in hits]
     assert scores == sorted(scores, reverse=True)
@@ -125,13 +137,15 @@ def test_delete_all_is_soft_and_purge_removes_text_and_embeddings(scripted, tmp_
     path = tmp_path / "bank.db"
     memory = Memory(path, agents_on(scripted()))
     secret = "my passport number is ZX9912345"
-    memory.add([{"role": "user", "content": f"{secret} ({i})"} for i in range(40)], user_id="alice", infer=False)
+    memory.add([{"role": "user", "content": f"{secret} ({i})"} for i in range(40)], user_id="alice",
+               infer=False)
     memory.add("keep me", user_id="bob", infer=False)
     assert memory.delete_all(ALICE) == 40
     assert memory.get_all(ALICE) == []
     assert any(secret in (h.before_text or "") for h in memory.store.history(owner="alice"))
     assert memory.purge(ALICE) == 40
-    assert memory.store.history(owner="alice") == [] and memory.store.list("alice", include_deleted=True) == []
+    assert memory.store.history(owner="alice") == [] and memory.store.list("alice",
+                                                                           include_deleted=True) == []
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())  # while open: WAL and freed pages included
     assert secret.encode() not in raw
     memory.close()
@@ -183,8 +197,10 @@ def test_a_failing_add_leaves_the_scope_as_it_was(new_memory, scripted, referenc
     memory.add("I already knew this", user_id="alice", infer=False)
     before = (memory.export(ALICE), memory.store.history())
     with pytest.raises(TimeoutError):
-        memory.add([{"role": "user", "content": "first new fact"}, {"role": "user", "content": "second new fact"}],
-                   user_id="alice")
+        memory.add(
+            [{"role": "user", "content": "first new fact"}, {"role": "user", "content": "second new fact"}],
+            user_id="alice",
+        )
     assert calls["manage"] == 2  # the first message's ADD had been applied before the failure...
     assert (memory.export(ALICE), memory.store.history()) == before  # ...and was rolled back with it
 
@@ -244,7 +260,8 @@ def test_namespaces_are_sealed_from_each_other(memory: Memory) -> None:
     a, b = memory.in_namespace("tenant-a"), memory.in_namespace("tenant-b")
     [op] = a.add("secret of a", user_id="alice", infer=False).results
     assert op.id is not None
-    assert b.get_all(ALICE) == [] and b.search("secret", user_id="alice") == [] and memory.get_all(ALICE) == []
+    assert b.get_all(ALICE) == [] and b.search("secret",
+                                               user_id="alice") == [] and memory.get_all(ALICE) == []
     for call in (lambda: b.get(op.id), lambda: b.update(op.id, "x"), lambda: b.delete(op.id),
                  lambda: b.history(op.id), lambda: b.purge(op.id), lambda: b.undo(op.history_id),
                  lambda: memory.get(op.id)):

@@ -29,7 +29,9 @@ def test_ingest_applies_operations_per_speaker_with_history(conv26, scripted, ma
     assert first.source_turn_ids == ("D1:1",) and first.text == turns[0].render()
     history = system.store.history()
     assert len(history) == len(turns) and {h.event for h in history} == {"ADD"}
-    assert history[0].provenance.agent == "manager" and history[0].provenance.prompt_version == DEFAULT_PROTOCOL
+    assert (
+        history[0].provenance.agent == "manager" and history[0].provenance.prompt_version == DEFAULT_PROTOCOL
+    )
 
 
 def test_ingest_resumes_after_an_interruption_without_repeating_a_turn(conv26, scripted, make_system):
@@ -55,7 +57,8 @@ def test_ingest_resumes_after_an_interruption_without_repeating_a_turn(conv26, s
 
     reference = make_system(scripted())
     reference.ingest(conv26)
-    assert [(m.owner, m.text) for m in system.store.list()] == [(m.owner, m.text) for m in reference.store.list()]
+    assert [(m.owner, m.text) for m in system.store.list()] == [(m.owner,
+                                                                 m.text) for m in reference.store.list()]
     calls = generator.calls
     again = system.ingest(conv26)
     assert again.turns == 0 and again.skipped == len(turns) and generator.calls == calls

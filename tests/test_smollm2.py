@@ -1,4 +1,5 @@
-"""The whole pipeline with the real packaged models (SmolLM2-135M-Instruct + all-MiniLM-L6-v2), on a few turns."""
+"""The whole pipeline with the real packaged models (SmolLM2-135M-Instruct + all-MiniLM-L6-v2), on a few
+turns."""
 
 from dataclasses import replace
 

@@ -84,7 +84,8 @@ def default_store_path() -> Path:
 
 
 def open_store(location: str | Path, agents: Agents) -> MemoryStore:
-    """A `postgresql://` DSN opens the shared PostgreSQL store, anything else a SQLite file (or ":memory:")."""
+    """A `postgresql://` DSN opens the shared PostgreSQL store, anything else a SQLite file (or
+    ":memory:")."""
     if isinstance(location, str) and location.startswith(("postgresql://", "postgres://")):
         from memory_r1.bank.postgres import PostgresStore
 
@@ -145,7 +146,8 @@ class Memory:
                 usage = self._infer(scope, turns)
             else:
                 vectors = self.agents.embedder.embed([t.text for t in turns])
-                self.store.add_many(self._key(scope), [t.text for t in turns], vectors, timestamps=[when] * len(turns),
+                self.store.add_many(self._key(scope), [t.text for t in turns], vectors,
+                                    timestamps=[when] * len(turns),
                                     occurred_at=[occurred] * len(turns), provenance=USER_AUTHOR)
             rows = [h for h in self.store.history(owner=self._key(scope)) if h.id > before]
             for h in rows:
@@ -249,7 +251,8 @@ class Memory:
 
     def answer(self, question: str, scope: Scope) -> Any:
         """The Answer Agent over the scope's memories (retrieval, distillation, answer)."""
-        [result] = self.agents.answerer.answer(self.store, [_text(question, "question")], [(scope.label, self._key(scope))])
+        [result] = self.agents.answerer.answer(self.store, [_text(question, "question")],
+                                               [(scope.label, self._key(scope))])
         return result
 
     # ---------------------------------------------------------------- export / import
@@ -273,11 +276,12 @@ class Memory:
         rows = [_import_row(n, line) for n, line in enumerate(
             lines.splitlines() if isinstance(lines, str) else lines, 1) if line.strip()]
         with self.store.transaction():
-            vectors = self.agents.embedder.embed([r["memory"] for r in rows]) if rows else []
+            vectors: Iterable[Any] = self.agents.embedder.embed([r["memory"] for r in rows]) if rows else []
             for row, vector in zip(rows, vectors, strict=True):
                 scope = Scope(row.get("user_id"), row.get("agent_id"), row.get("run_id"))
                 occurred = datetime.fromisoformat(row["occurred_at"]) if row.get("occurred_at") else None
-                entry = self.store.add(self._key(scope), row["memory"], vector, timestamp=row.get("timestamp", ""),
+                entry = self.store.add(self._key(scope), row["memory"], vector,
+                                       timestamp=row.get("timestamp", ""),
                                        occurred_at=occurred, source_turn_ids=row.get("source_turn_ids", ()),
                                        provenance=Provenance("import"))
                 if row.get("metadata"):
@@ -311,10 +315,11 @@ class Memory:
             raise MemoryNotFoundError(f"memory {memory_id} is deleted")
         return entry
 
-    def _items(self, entries: Sequence[MemoryEntry], scores: Sequence[float] | None = None) -> list[MemoryItem]:
+    def _items(self, entries: Sequence[MemoryEntry],
+               scores: Sequence[float] | None = None) -> list[MemoryItem]:
         meta = self.store.metadata([e.id for e in entries])
-        return [MemoryItem(e.id, e.text, self._scope_of(e.owner), meta.get(e.id, {}), e.timestamp, e.created_at,
-                           e.updated_at, e.deleted, scores[i] if scores is not None else None)
+        return [MemoryItem(e.id, e.text, self._scope_of(e.owner), meta.get(e.id, {}), e.timestamp,
+                           e.created_at, e.updated_at, e.deleted, scores[i] if scores is not None else None)
                 for i, e in enumerate(entries)]
 
     def _key(self, scope: Scope) -> str:
@@ -397,11 +402,16 @@ def _import_row(number: int, line: str) -> dict[str, Any]:
         row = json.loads(line)
     except json.JSONDecodeError as error:
         raise MemoryInputError(f"line {number}: not JSON ({error})") from None
-    if not isinstance(row, dict) or row.get("format") != EXPORT_FORMAT or not isinstance(row.get("memory"), str):
+    if (
+        not isinstance(row, dict)
+        or row.get("format") != EXPORT_FORMAT
+        or not isinstance(row.get("memory"), str)
+    ):
         raise MemoryInputError(f"line {number}: not a memory-r1 export row (format {EXPORT_FORMAT})")
     Scope(row.get("user_id"), row.get("agent_id"), row.get("run_id"))
     _metadata(row.get("metadata"))
     return row
 
 
-__all__ = ["AddResult", "AppliedOperation", "Memory", "MemoryInputError", "MemoryItem", "SQLiteStore", "Scope"]
+__all__ = ["AddResult", "AppliedOperation", "Memory", "MemoryInputError", "MemoryItem", "SQLiteStore",
+           "Scope"]

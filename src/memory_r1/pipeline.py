@@ -54,7 +54,8 @@ class PipelineConfig:
 
 @dataclass(frozen=True)
 class TurnRecord:
-    """What ingesting one turn did; stored in the bank's turn log in the same transaction as its operations."""
+    """What ingesting one turn did; stored in the bank's turn log in the same transaction as its
+    operations."""
 
     dia_id: str
     owner: str
@@ -76,7 +77,8 @@ class TurnRecord:
     @classmethod
     def from_json(cls, row: dict) -> TurnRecord:
         manage = row.get("manage")
-        return cls(**{**row, "extract": Usage(**row["extract"]), "manage": Usage(**manage) if manage else None})
+        return cls(**{**row, "extract": Usage(**row["extract"]),
+                      "manage": Usage(**manage) if manage else None})
 
 
 @dataclass
@@ -228,8 +230,9 @@ class MemorySystem:
         on_turn: Callable[[Turn], None] | None = None,
         before_turn: Callable[[Turn], None] | None = None,
     ) -> IngestReport:
-        """Ingest every turn not yet in the bank's turn log, so an interrupted ingest resumes where it stopped.
-        `before_turn` sees the bank as it is just before a turn's operations (RL datasets snapshot it there)."""
+        """Ingest every turn not yet in the bank's turn log, so an interrupted ingest resumes where it
+        stopped. `before_turn` sees the bank as it is just before a turn's operations (RL datasets snapshot
+        it there)."""
         done = self.store.turn_log(conversation.sample_id)
         report = IngestReport(conversation.sample_id)
         start = time.perf_counter()
@@ -244,7 +247,8 @@ class MemorySystem:
             turns = [session.turns[i] for i in pending]
             previous = [session.turns[i - 1] if i else None for i in pending]
             owners = [owner_id(conversation.sample_id, t.speaker) for t in turns]
-            for extraction, owner in zip(self.extractor.extract(turns, owners, previous), owners, strict=True):
+            for extraction, owner in zip(self.extractor.extract(turns, owners, previous), owners,
+                                         strict=True):
                 if before_turn:
                     before_turn(extraction.turn)
                 report.records.append(self._ingest_turn(conversation.sample_id, owner, extraction))
@@ -285,8 +289,8 @@ class MemorySystem:
         written, so the next ingest of the conversation tries it again."""
         why = f"turn {extraction.turn.dia_id} skipped: {reason}"
         self.store.record_noop(owner, provenance=self.manager.provenance, reason=why)
-        return TurnRecord(extraction.turn.dia_id, owner, len(extraction.facts), extraction.error, {}, 0, False,
-                          self.store.count(owner), extraction.usage, None,
+        return TurnRecord(extraction.turn.dia_id, owner, len(extraction.facts), extraction.error, {}, 0,
+                          False, self.store.count(owner), extraction.usage, None,
                           [f.text for f in extraction.facts], extraction.truncated_chars, why)
 
     def turn_records(self, sample_id: str) -> list[TurnRecord]:

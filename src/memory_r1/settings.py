@@ -13,15 +13,19 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import itertools
 import textwrap
 import types
 import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
-C = TypeVar("C")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+C = TypeVar("C", bound="DataclassInstance")
 
 
 class SettingError(ValueError):
@@ -54,7 +58,7 @@ def field_docs(cls: type) -> dict[str, str]:
         except (OSError, TypeError, SyntaxError):
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, after in zip(body, body[1:], strict=False):
+        for node, after in itertools.pairwise(body):
             if (
                 isinstance(node, ast.AnnAssign)
                 and isinstance(node.target, ast.Name)
@@ -77,11 +81,11 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "")
 
 
-def describe(config: object, prefix: str = "") -> Iterator[Setting]:
+def describe(config: DataclassInstance, prefix: str = "") -> Iterator[Setting]:
     """Every leaf setting of a config instance, nested configs flattened by dotted path."""
     cls = type(config)
     docs, hints = field_docs(cls), _hints(cls)
-    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+    for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         path = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -133,18 +137,18 @@ def _convert(raw: str, tp: Any, path: str) -> Any:
 
 def _set(config: C, path: Sequence[str], raw: str, full: str) -> C:
     name, rest = path[0], path[1:]
-    names = [f.name for f in dataclasses.fields(config)]  # type: ignore[arg-type]
+    names = [f.name for f in dataclasses.fields(config)]
     if name not in names:
         raise SettingError(f"unknown setting {full!r}: {type(config).__name__} has {', '.join(names)}")
     current = getattr(config, name)
     if rest:
-        if not dataclasses.is_dataclass(current):
+        if not dataclasses.is_dataclass(current) or isinstance(current, type):
             raise SettingError(f"unknown setting {full!r}: {name} has no sub-settings")
-        return dataclasses.replace(config, **{name: _set(current, rest, raw, full)})  # type: ignore[type-var]
+        return dataclasses.replace(config, **{name: _set(current, rest, raw, full)})
     if dataclasses.is_dataclass(current) and not isinstance(current, type):
         raise SettingError(f"{full!r} is a group of settings; set one of its fields, e.g. {full}.<field>")
     value = _convert(raw, _hints(type(config)).get(name, str), full)
-    return dataclasses.replace(config, **{name: value})  # type: ignore[type-var]
+    return dataclasses.replace(config, **{name: value})
 
 
 def apply_overrides(config: C, overrides: Sequence[str]) -> C:

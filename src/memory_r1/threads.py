@@ -45,7 +45,7 @@ def torch_threads() -> int:
     idle machine it costs at most the second half of the cores, which small models barely use."""
     for name in (TORCH_THREADS_ENV, "OMP_NUM_THREADS"):
         value = os.environ.get(name, "").strip()
-        if value.isdigit() and int(value) > 0:
+        if value.isdecimal() and int(value) > 0:
             return int(value)
     return max(1, usable_cpus() // 2)
 
@@ -67,7 +67,7 @@ def apply_torch_threads() -> int:
 
 @cache
 def _blas_controller() -> Any:
-    from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]  # inspects libraries once
+    from threadpoolctl import ThreadpoolController  # inspects libraries once
 
     return ThreadpoolController().select(user_api="blas")
 

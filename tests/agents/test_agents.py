@@ -17,10 +17,11 @@ PROV = Provenance("manager", "scripted", "manage-v1")
 def bank():
     embedder = HashingEmbedder()
     store = SQLiteStore(embedding_model=embedder.name, dim=embedder.dim)
-    texts = ["Alex lives in Boston.", "Alex has a dog named Biscuit.", "Alex works as a nurse.", "Alex likes jazz."]
+    texts = ["Alex lives in Boston.", "Alex has a dog named Biscuit.", "Alex works as a nurse.",
+             "Alex likes jazz."]
     for i, text in enumerate(texts):
-        store.add("c:Alex", text, embedder.embed([text])[0], timestamp=f"day {i}", occurred_at=datetime(2023, 1, 1 + i),
-                  provenance=PROV)
+        store.add("c:Alex", text, embedder.embed([text])[0], timestamp=f"day {i}",
+                  occurred_at=datetime(2023, 1, 1 + i), provenance=PROV)
     store.add("c:Sam", "Sam lives in Boston.", embedder.embed(["Sam lives in Boston."])[0], provenance=PROV)
     return store, embedder
 
@@ -32,10 +33,14 @@ def fact(text, owner="c:Alex"):
 def test_prompt_shows_the_union_of_each_facts_neighbours_under_short_ids(bank, scripted):
     store, embedder = bank
     manager = MemoryManager(scripted(), embedder, ManagerConfig(top_k=1, prompt_version="manage-v1"))
-    built = manager.build_prompt(store, "c:Alex", [fact("Alex moved from Boston."), fact("Alex has a dog now.")])
+    built = manager.build_prompt(store, "c:Alex",
+                                 [fact("Alex moved from Boston."), fact("Alex has a dog now.")])
     shown = {h.entry.text for h in built.shown}
-    assert shown == {"Alex lives in Boston.", "Alex has a dog named Biscuit."}  # k=1 per fact, other owner never
-    assert set(built.shown_ids) == {"0", "1"} and set(built.shown_ids.values()) == {h.entry.id for h in built.shown}
+    assert shown == {"Alex lives in Boston.",
+                     "Alex has a dog named Biscuit."}  # k=1 per fact, other owner never
+    assert set(built.shown_ids) == {"0", "1"} and set(built.shown_ids.values()) == {
+        h.entry.id for h in built.shown
+    }
     assert json.loads(built.messages[-1]["content"].split("\n")[1])[0]["id"] == "0"
     capped = MemoryManager(scripted(), embedder, ManagerConfig(top_k=4, max_shown=2))
     assert len(capped.build_prompt(store, "c:Alex", [fact("Alex lives in Denver now.")]).shown) == 2
@@ -68,7 +73,8 @@ def test_an_operation_on_a_vanished_memory_becomes_a_recorded_noop(bank):
     store, embedder = bank
     target = store.list("c:Alex")[0]
     store.delete(target.id, provenance=Provenance("user"))  # gone between the decision and its application
-    applied = apply_operations(store, embedder, "c:Alex", [Operation(Event.UPDATE, target.id, "new text")], [], PROV)
+    applied = apply_operations(store, embedder, "c:Alex", [Operation(Event.UPDATE, target.id, "new text")],
+                               [], PROV)
     assert applied[0].event is Event.NOOP and "deleted" in applied[0].reason
     assert store.get(target.id).text == target.text
 
@@ -76,7 +82,8 @@ def test_an_operation_on_a_vanished_memory_becomes_a_recorded_noop(bank):
 def test_an_unstorable_text_becomes_a_recorded_noop_and_the_rest_applies(bank):
     store, embedder = bank
     before = store.count("c:Alex")
-    ops = [Operation(Event.ADD, text="!!!"), Operation(Event.ADD, text="Alex plays chess.")]  # "!!!" embeds to zero
+    ops = [Operation(Event.ADD, text="!!!"),
+           Operation(Event.ADD, text="Alex plays chess.")]  # "!!!" embeds to zero
     applied = apply_operations(store, embedder, "c:Alex", ops, [fact("x")], PROV)
     assert applied[0].event is Event.NOOP and "non-zero" in applied[0].reason
     assert applied[1].event is Event.ADD and store.count("c:Alex") == before + 1
@@ -109,8 +116,10 @@ _items = st.fixed_dictionaries(
         "event": st.sampled_from(["ADD", "UPDATE", "DELETE", "NONE", "noop", "Update", "MERGE", ""]),
     },
 )
-manager_outputs = st.text(max_size=200) | st.lists(_items, max_size=6).map(lambda xs: json.dumps({"memory": xs})) | (
-    st.tuples(st.text(max_size=20), st.lists(_items, max_size=4)).map(lambda t: t[0] + "```json\n" + json.dumps(t[1]) + "\n```")
+manager_outputs = st.text(max_size=200) | st.lists(_items,
+                                                   max_size=6).map(lambda xs: json.dumps({"memory": xs})) | (
+    st.tuples(st.text(max_size=20),
+              st.lists(_items, max_size=4)).map(lambda t: t[0] + "```json\n" + json.dumps(t[1]) + "\n```")
 )
 
 
@@ -122,7 +131,8 @@ def test_fuzzed_decisions_never_lose_a_memory(bank, output):
     before = {m.id: m.text for m in fork.list(include_deleted=True)}
     history_before = len(fork.history())
     shown = fork.list("c:Alex")[:3]
-    built = ManagerPrompt([], tuple(ScoredMemory(m, 1.0) for m in shown), {str(i): m.id for i, m in enumerate(shown)})
+    built = ManagerPrompt([], tuple(ScoredMemory(m, 1.0) for m in shown),
+                          {str(i): m.id for i, m in enumerate(shown)})
     operations = MemoryManager.parse(built, output)
     applied = apply_operations(fork, embedder, "c:Alex", operations, [fact("x")], PROV)
     after = {m.id: m for m in fork.list(include_deleted=True)}

@@ -2,7 +2,7 @@
 
 import json
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from memory_r1.agents.parsing import (
@@ -31,11 +31,20 @@ def test_find_json_prefers_fenced_block_and_skips_prose():
 
 
 def test_paper_format_resolves_short_ids_to_store_ids():
-    out = json.dumps({"memory": [
-        {"id": "0", "text": "Alex moved to Denver.", "event": "UPDATE", "old_memory": "Alex lives in Boston."},
-        {"id": "1", "text": "Alex has a dog named Biscuit.", "event": "NONE"},
-        {"id": "2", "text": "Alex plays guitar.", "event": "ADD"},
-    ]})
+    out = json.dumps(
+        {
+            "memory": [
+                {
+                    "id": "0",
+                    "text": "Alex moved to Denver.",
+                    "event": "UPDATE",
+                    "old_memory": "Alex lives in Boston.",
+                },
+                {"id": "1", "text": "Alex has a dog named Biscuit.", "event": "NONE"},
+                {"id": "2", "text": "Alex plays guitar.", "event": "ADD"},
+            ]
+        }
+    )
     result = ops(out)
     assert [o.event for o in result] == [Event.UPDATE, Event.NOOP, Event.ADD]
     assert result[0].memory_id == 101 and result[0].text == "Alex moved to Denver."
@@ -60,7 +69,10 @@ def test_strict_where_it_matters():
     assert "without text" in ops('{"memory": [{"event": "ADD"}]}')[0].reason
     assert "without text" in ops('{"memory": [{"id": "0", "event": "UPDATE", "text": "  "}]}')[0].reason
     assert "unknown event" in ops('{"memory": [{"id": "0", "event": "MERGE"}]}')[0].reason
-    assert "unchanged" in ops('{"memory": [{"id": "0", "event": "UPDATE", "text": "alex lives in boston"}]}')[0].reason
+    assert (
+        "unchanged"
+        in ops('{"memory": [{"id": "0", "event": "UPDATE", "text": "alex lives in boston"}]}')[0].reason
+    )
     assert "already stored" in ops('{"memory": [{"event": "ADD", "text": "Alex lives in Boston"}]}')[0].reason
 
 
@@ -86,8 +98,8 @@ def test_every_rejection_carries_its_code():
         '{"memory": [{"id": "0", "event": "MERGE"}]}', '{"memory": ["x"]}',
         '{"memory": [{"id": "0", "event": "UPDATE", "text": "alex lives in boston"}]}',
         '{"memory": [{"event": "ADD", "text": "Alex lives in Boston"}]}')]
-    assert codes == [Rejection.UNKNOWN_ID, Rejection.MISSING_TEXT, Rejection.UNKNOWN_EVENT, Rejection.NOT_OBJECT,
-                     Rejection.UNCHANGED, Rejection.DUPLICATE_ADD]
+    assert codes == [Rejection.UNKNOWN_ID, Rejection.MISSING_TEXT, Rejection.UNKNOWN_EVENT,
+                     Rejection.NOT_OBJECT, Rejection.UNCHANGED, Rejection.DUPLICATE_ADD]
     assert ops('{"memory": [{"id": "0", "event": "NONE"}]}')[0].rejection is None  # the model's own choice
 
 
@@ -116,7 +128,9 @@ def test_per_fact_decisions_name_their_memory_and_default_to_the_facts_text():
         (Event.NOOP, 102, None)]
     replaced = decisions('{"decisions": [{"fact": "F1", "event": "UPDATE", "memory": "M1"}]}')[0]
     assert (replaced.event, replaced.text) == (Event.UPDATE, "Alex moved to Denver.")  # the fact replaces it
-    assert decisions('{"fact": "F2", "event": "DELETE", "memory": "M2"}')[0].event is Event.DELETE  # bare object
+    assert (
+        decisions('{"fact": "F2", "event": "DELETE", "memory": "M2"}')[0].event is Event.DELETE
+    )  # bare object
 
 
 def test_per_fact_decisions_are_as_strict_as_the_paper_format():
@@ -126,15 +140,19 @@ def test_per_fact_decisions_are_as_strict_as_the_paper_format():
         {"fact": "F2", "event": "ADD"}, {"fact": "F2", "event": "ADD"},  # the same text twice
         {"fact": "F1", "event": "UPDATE", "memory": "M2", "text": "Alex has a dog named Biscuit"},
     ]}))
-    assert [o.rejection for o in bad] == [Rejection.UNKNOWN_ID, Rejection.MISSING_TEXT, None, Rejection.DUPLICATE_ADD,
-                                          Rejection.UNCHANGED]
-    for text in ("no json", '{"memory": [{"id": "0", "event": "ADD", "text": "x"}]}'):  # the other protocol's shape
+    assert [o.rejection for o in bad] == [Rejection.UNKNOWN_ID, Rejection.MISSING_TEXT, None,
+                                          Rejection.DUPLICATE_ADD, Rejection.UNCHANGED]
+    for text in ("no json",
+                 '{"memory": [{"id": "0", "event": "ADD", "text": "x"}]}'):  # the other protocol's shape
         [only] = decisions(text)
         assert only.unparsable
 
 
 def test_decision_lines_skip_prose_and_read_every_decision():
-    out = lines("Here are my decisions:\nF1: UPDATE M1: Alex moved from Boston to Denver.\n- f2: add\nF1: DELETE M2\nThanks!")
+    out = lines(
+        "Here are my decisions:\nF1: UPDATE M1: Alex moved from Boston to Denver.\n"
+        "- f2: add\nF1: DELETE M2\nThanks!"
+    )
     assert [(o.event, o.memory_id, o.text) for o in out] == [
         (Event.UPDATE, 101, "Alex moved from Boston to Denver."), (Event.ADD, None, "Alex plays guitar."),
         (Event.DELETE, 102, None)]
@@ -145,8 +163,14 @@ def test_decision_lines_skip_prose_and_read_every_decision():
 def test_parse_facts_json_list_bullets_and_failure():
     assert parse_facts('{"facts": ["A likes tea.", " B  runs. "]}').facts == ("A likes tea.", "B runs.")
     assert parse_facts('["x"]').facts == ("x",)
-    assert parse_facts("Facts:\n- Alex has a dog.\n2) Alex is 30.").facts == ("Alex has a dog.", "Alex is 30.")
-    assert parse_facts('{"facts": []}') == parse_facts('{"facts": []}') and parse_facts('{"facts": []}').facts == ()
+    assert parse_facts("Facts:\n- Alex has a dog.\n2) Alex is 30.").facts == (
+        "Alex has a dog.",
+        "Alex is 30.",
+    )
+    assert (
+        parse_facts('{"facts": []}') == parse_facts('{"facts": []}')
+        and parse_facts('{"facts": []}').facts == ()
+    )
     assert parse_facts('{"facts": []}').error is None
     failed = parse_facts("Hello there, nice chat.")
     assert failed.facts == () and failed.error
@@ -175,7 +199,9 @@ def test_parse_answer_selected_memories_and_marker_variants():
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 op_items = st.fixed_dictionaries(
@@ -231,16 +257,24 @@ per_fact_outputs = (
     st.text(max_size=300)
     | st.lists(per_fact_items | json_values, max_size=6).map(lambda items: json.dumps({"decisions": items}))
     | st.lists(per_fact_items, max_size=5).map(
-        lambda items: "\n".join(f"{i.get('fact')}: {i.get('event')} {i.get('memory')}: {i.get('text')}" for i in items))
+        lambda items: "\n".join(
+            f"{i.get('fact')}: {i.get('event')} {i.get('memory')}: {i.get('text')}" for i in items
+        )
+    )
 )
 
 
 @settings(max_examples=300, deadline=None)
 @given(per_fact_outputs)
+@example('[{"fact": "\u00b2"}]')  # found by this test: "²".isdigit() is True, but int("²") raises
 def test_fuzz_per_fact_protocols_never_raise_and_only_touch_shown_memories(text):
     for result in (decisions(text), lines(text)):
         assert result
         changed = [op.memory_id for op in result if op.event in (Event.UPDATE, Event.DELETE)]
         assert set(changed) <= set(SHOWN_TEXTS) and len(changed) == len(set(changed))
-        assert all(isinstance(op.text, str) and op.text.strip() for op in result if op.event in (Event.ADD, Event.UPDATE))
+        assert all(
+            isinstance(op.text, str) and op.text.strip()
+            for op in result
+            if op.event in (Event.ADD, Event.UPDATE)
+        )
         assert all(op.rejection is not None for op in result if op.reason)

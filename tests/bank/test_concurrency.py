@@ -59,11 +59,13 @@ def location(request, tmp_path: Path) -> str:
 
 def test_concurrent_writer_processes_lose_nothing(location: str) -> None:
     embedder = HashingEmbedder()
-    agents = Agents(embedder, FactExtractor(None), MemoryManager(None, embedder), AnswerAgent(None, embedder))  # type: ignore[arg-type]
+    agents = Agents(embedder, FactExtractor(None), MemoryManager(None, embedder),
+                    AnswerAgent(None, embedder))  # type: ignore[arg-type]
     Memory(location, agents).close()  # create the schema once, as a server would
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, location, str(w), str(ROUNDS)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(WORKERS)]
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for w in range(WORKERS)]
     reports = []
     for p in procs:
         out, err = p.communicate(timeout=300)

@@ -31,7 +31,8 @@ def digest(path: Path) -> str:
 
 # ---------------------------------------------------------------- several connections
 
-op = st.tuples(st.integers(0, 1), st.sampled_from(["add", "update", "delete", "undo", "search"]), st.integers(0, 50))
+op = st.tuples(st.integers(0, 1), st.sampled_from(["add", "update", "delete", "undo", "search"]),
+               st.integers(0, 50))
 
 
 @FAST
@@ -59,7 +60,7 @@ def test_two_connections_always_see_each_others_commits(ops):
                     elif kind == "undo":
                         store.undo()
                 except BankError as error:  # e.g. nothing to undo / undo order: allowed, but no KeyError
-                    assert not isinstance(error, MemoryNotFoundError), error
+                    assert not isinstance(error, MemoryNotFoundError), error  # noqa: PT017  # allowed, not expected
                 with SQLiteStore(path) as truth:
                     expected = {e.id: e.text for e in truth.list("o")}
                 hits = store.search("o", np.ones(4, np.float32), 100)  # the other side keeps its cache
@@ -163,7 +164,8 @@ def test_search_and_search_many_agree_exactly_and_break_ties_by_id(seed, k, n_qu
 
 # ---------------------------------------------------------------- rejected operations keep their text
 
-proposal = st.tuples(st.sampled_from(["ADD", "UPDATE", "DELETE"]), st.sampled_from(["0", "1", "7", "x", None]),
+proposal = st.tuples(st.sampled_from(["ADD", "UPDATE", "DELETE"]),
+                     st.sampled_from(["0", "1", "7", "x", None]),
                      st.sampled_from(["Alex likes tea.", "Alex has a dog.", "Sam moved to Oslo.", ""]))
 
 

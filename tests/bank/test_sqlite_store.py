@@ -195,10 +195,9 @@ def test_unknown_and_deleted_ids_raise_and_write_nothing(store: SQLiteStore) -> 
         with pytest.raises(MemoryNotFoundError):
             call()
     assert isinstance(MemoryNotFoundError("x"), LookupError)
-    assert (
-        str(pytest.raises(MemoryNotFoundError, store.delete, m.id, provenance=P).value)
-        == "memory 1 is deleted"
-    )
+    with pytest.raises(MemoryNotFoundError) as deleted:
+        store.delete(m.id, provenance=P)
+    assert str(deleted.value) == "memory 1 is deleted"
     assert store.history() == before
 
 
@@ -630,7 +629,7 @@ def test_reopen_with_other_schema_version_is_refused(tmp_path: Path) -> None:
 def test_files_that_are_not_banks(tmp_path: Path) -> None:
     junk = tmp_path / "notes.db"
     junk.write_bytes(b"this is not sqlite at all" * 100)
-    with pytest.raises(BankError, match="notes.db"):
+    with pytest.raises(BankError, match=r"notes\.db"):
         SQLiteStore(junk)
     other = tmp_path / "other.db"
     with sqlite3.connect(other) as conn:

@@ -432,7 +432,7 @@ def test_find_not_found_lists_places_and_fixes(isolated_search: Path) -> None:
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -481,7 +481,7 @@ def test_download_rejects_non_locomo_content(tmp_path: Path, server_root: tuple[
     root, base = server_root
     (root / "page.html").write_text("<html>rate limited</html>", encoding="utf-8")
     dest = _make_file(tmp_path / "out" / "locomo10.json")  # an older copy must survive
-    with pytest.raises(DatasetError, match="did not return a LoCoMo file: .* is not valid JSON"):
+    with pytest.raises(DatasetError, match=r"did not return a LoCoMo file: .* is not valid JSON"):
         download_locomo(dest, url=f"{base}/page.html", sha256=None)
     assert dest.read_text(encoding="utf-8") == "[]"
     assert sorted(p.name for p in dest.parent.iterdir()) == ["locomo10.json"]

@@ -40,8 +40,14 @@ def test_longmemeval_fixture_becomes_one_conversation_per_question() -> None:
     assert bike.sessions[1].timestamp == "2023/05/20 (Sat) 10:05"
     assert bike.sessions[1].occurred_at == datetime(2023, 5, 20, 10, 5) == bike.turns[2].occurred_at
     (q,) = bike.qa
-    assert (q.question, q.answer, q.category, q.dataset) == ("What colour is my new bicycle?", "Teal", None, "longmemeval")
-    assert (q.question_type, q.abstention, q.question_date) == ("single-session-user", False, "2023/06/12 (Mon) 09:15")
+    assert (q.question, q.answer, q.category, q.dataset) == (
+        "What colour is my new bicycle?",
+        "Teal",
+        None,
+        "longmemeval",
+    )
+    assert (q.question_type, q.abstention, q.question_date) == ("single-session-user", False,
+                                                                "2023/06/12 (Mon) 09:15")
     assert q.evidence == ("D2:1",)  # the turn flagged has_answer, not its whole session
     assert q.asked == "(Asked on 2023/06/12 (Mon) 09:15) What colour is my new bicycle?"
     assert convs["fx0002"].qa[0].answer == "9"  # a numeric answer, cast
@@ -71,7 +77,10 @@ def _mutated(change) -> list[dict[str, Any]]:
         (lambda d: d[0].__setitem__("question_type", "trivia"), "unknown question_type 'trivia'"),
         (lambda d: d[0]["haystack_dates"].pop(), "differ in length"),
         (lambda d: d[0]["haystack_sessions"][0][0].__setitem__("role", "system"), "role must be"),
-        (lambda d: d[0]["haystack_sessions"][1].__setitem__(0, "hello"), r"haystack_sessions\[1\]\[0\] must be an object"),
+        (
+            lambda d: d[0]["haystack_sessions"][1].__setitem__(0, "hello"),
+            r"haystack_sessions\[1\]\[0\] must be an object",
+        ),
         (lambda d: d[1].__setitem__("question_id", "fx0001"), "appears more than once"),
         (lambda d: d[0].__setitem__("answer", ["Teal"]), "'answer' must be str or int or float"),
     ],
@@ -102,7 +111,12 @@ def test_msc_fixture_previous_sessions_then_the_current_one() -> None:
     assert first.sessions[2].timestamp == "session 3 (the current session)"
     assert [t.dia_id for t in first.sessions[2].turns] == ["D3:1", "D3:2"]
     (q,) = first.qa
-    assert (q.question, q.answer, q.dataset, q.category) == ("What is the name of the dog you took hiking?", "Pico", "msc", None)
+    assert (q.question, q.answer, q.dataset, q.category) == (
+        "What is the name of the dog you took hiking?",
+        "Pico",
+        "msc",
+        None,
+    )
     assert len(second.sessions) == 2
 
 
@@ -112,7 +126,10 @@ def test_msc_fixture_previous_sessions_then_the_current_one() -> None:
         (lambda r: r.pop("self_instruct"), "self_instruct must be an object"),
         (lambda r: r["self_instruct"].pop("A"), "has no 'A'"),
         (lambda r: r["dialog"][0].__setitem__("id", "Speaker 3"), "'id' must be 'Speaker 1' or 'Speaker 2'"),
-        (lambda r: r["previous_dialogs"][0]["dialog"][1].pop("text"), r"previous_dialogs\[0\]\[1\] has no 'text'"),
+        (
+            lambda r: r["previous_dialogs"][0]["dialog"][1].pop("text"),
+            r"previous_dialogs\[0\]\[1\] has no 'text'",
+        ),
         (lambda r: r.__setitem__("previous_dialogs", {}), "'previous_dialogs' must be list"),
     ],
 )
@@ -180,7 +197,9 @@ def test_download_checks_the_checksum_then_the_schema(tmp_path: Path, served: st
     html = sha256_file(tmp_path / "served" / "page.html")  # right checksum, wrong content
     with pytest.raises(DatasetError, match="did not return a MSC file"):
         download_msc(tmp_path / "m.jsonl", url=f"{served}/page.html", sha256=html)
-    assert not list(tmp_path.glob("x.json*")) and not list(tmp_path.glob("*.part"))  # nothing half-written left
+    assert not list(tmp_path.glob("x.json*")) and not list(
+        tmp_path.glob("*.part")
+    )  # nothing half-written left
     (tmp_path / "msc").mkdir()  # a folder: the file keeps its published name inside it
     msc_dest = download_msc(tmp_path / "msc", url=f"{served}/{MSC.name}", sha256=sha256_file(MSC))
     assert msc_dest == tmp_path / "msc" / "msc_self_instruct.jsonl" and len(load_msc(msc_dest)) == 2
@@ -200,10 +219,13 @@ def _refused_url() -> str:
 
 
 @pytest.mark.parametrize("name", ["longmemeval", "msc"])
-def test_cli_download_without_network_is_one_line(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_download_without_network_is_one_line(name: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     url = _refused_url()
     monkeypatch.setitem(lme.LONGMEMEVAL_FILES, "s", RemoteFile("f.json", url, "0" * 64))
     monkeypatch.setattr(msc_module, "MSC_FILE", RemoteFile("f.jsonl", url, "0" * 64))
     result = CliRunner().invoke(app, ["data", "download", name, "--dest", str(tmp_path / "d")])
-    assert result.exit_code == 1 and "could not download" in result.output and "Traceback" not in result.output
+    assert (
+        result.exit_code == 1 and "could not download" in result.output and "Traceback" not in result.output
+    )
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())

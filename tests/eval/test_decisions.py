@@ -57,8 +57,8 @@ def test_cases_rebuild_from_locomo_and_the_build_rule_reproduces_the_file(locomo
         if case.kind == "duplicate":
             assert case.memories[case.target] == case.fact
     out = tmp_path / "rebuilt.jsonl"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "build_decisions.py"), "--data", str(locomo_path),
-                    "--out", str(out)], check=True, capture_output=True, cwd=ROOT)
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "build_decisions.py"), "--data",
+                    str(locomo_path), "--out", str(out)], check=True, capture_output=True, cwd=ROOT)
     assert out.read_text() == CASES.read_text()
 
 
@@ -82,9 +82,10 @@ def _write(tmp_path: Path, data: list[dict]) -> Path:
     return path
 
 
-def case(event: Event, target: int | None = None, also: tuple[Event, ...] = (), n: int = 2, kind: str = "k") -> DecisionCase:
-    return DecisionCase(f"c{event.value}{target}{kind}", "dev", "synthetic", kind, "hand", event, also, target,
-                        "Sam moved to Denver.", tuple(f"memory {i}" for i in range(n)))
+def case(event: Event, target: int | None = None, also: tuple[Event, ...] = (), n: int = 2,
+         kind: str = "k") -> DecisionCase:
+    return DecisionCase(f"c{event.value}{target}{kind}", "dev", "synthetic", kind, "hand", event, also,
+                        target, "Sam moved to Denver.", tuple(f"memory {i}" for i in range(n)))
 
 
 def test_case_decision_takes_the_first_change_then_add_then_noop() -> None:
@@ -98,16 +99,22 @@ def test_scoring_checks_the_target_and_counts_also_events_as_gold() -> None:
     right = score_case(case(Event.UPDATE, 1), [Operation(Event.UPDATE, 1, "t")], "", 3)
     wrong_target = score_case(case(Event.UPDATE, 1), [Operation(Event.UPDATE, 0, "t")], "", 3)
     assert right.correct and right.target_ok
-    assert not wrong_target.correct and wrong_target.target_ok is False and wrong_target.predicted is Event.UPDATE
+    assert (
+        not wrong_target.correct
+        and wrong_target.target_ok is False
+        and wrong_target.predicted is Event.UPDATE
+    )
     contradiction = case(Event.DELETE, 0, also=(Event.UPDATE,))
     rewritten = score_case(contradiction, [Operation(Event.UPDATE, 0, "Sam used to ...")], "", 3)
     assert rewritten.correct and rewritten.predicted is Event.DELETE
-    rejected = score_case(case(Event.ADD), [Operation(Event.NOOP, reason="r", rejection=Rejection.DUPLICATE_ADD)], "", 1)
+    rejected = score_case(case(Event.ADD),
+                          [Operation(Event.NOOP, reason="r", rejection=Rejection.DUPLICATE_ADD)], "", 1)
     assert not rejected.correct and rejected.rejections == ("duplicate-add",)
 
 
 def test_per_event_precision_recall_f1_against_a_hand_computed_matrix() -> None:
-    # gold ADD x3 (predicted ADD, ADD, NOOP), gold NOOP x2 (predicted ADD, NOOP), gold UPDATE x1 (predicted ADD)
+    # gold ADD x3 (predicted ADD, ADD, NOOP), gold NOOP x2 (predicted ADD, NOOP), gold UPDATE x1 (predicted
+    # ADD)
     pairs = [(Event.ADD, Event.ADD), (Event.ADD, Event.ADD), (Event.ADD, Event.NOOP), (Event.NOOP, Event.ADD),
              (Event.NOOP, Event.NOOP), (Event.UPDATE, Event.ADD)]
     results = [score_case(case(g, 0 if g is Event.UPDATE else None, kind=str(i)),
@@ -116,13 +123,17 @@ def test_per_event_precision_recall_f1_against_a_hand_computed_matrix() -> None:
     matrix = confusion(results)
     assert matrix == [[2, 0, 0, 1], [1, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 1]]
     scores = per_event(matrix)
-    assert scores["ADD"]["precision"] == pytest.approx(2 / 4) and scores["ADD"]["recall"] == pytest.approx(2 / 3)
+    assert scores["ADD"]["precision"] == pytest.approx(2 / 4) and scores["ADD"]["recall"] == pytest.approx(
+        2 / 3
+    )
     assert scores["ADD"]["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
     assert scores["NOOP"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2, "predicted": 2}
     assert scores["UPDATE"]["recall"] == 0.0 and scores["DELETE"]["support"] == 0
     summary = summarize_results(results)
     assert summary["accuracy"]["mean"] == pytest.approx(3 / 6)
-    assert summary["macro_f1"]["mean"] == pytest.approx((scores["ADD"]["f1"] + 0.5 + 0.0) / 3)  # DELETE absent
+    assert summary["macro_f1"]["mean"] == pytest.approx(
+        (scores["ADD"]["f1"] + 0.5 + 0.0) / 3
+    )  # DELETE absent
     lo, hi = summary["accuracy"]["ci95"]
     assert 0.0 <= lo < 0.5 < hi <= 1.0
 
@@ -170,7 +181,9 @@ def test_an_oracle_scores_perfectly_in_every_protocol_and_always_add_does_not(ve
     always_add = summarize_results(run_cases(Oracle(cases, version, wrong=True), cases, config, batch_size=5))
     share_add = sum(c.event is Event.ADD for c in cases) / len(cases)
     assert always_add["accuracy"]["mean"] == pytest.approx(share_add)
-    assert always_add["per_event"]["ADD"]["recall"] == 1.0 and always_add["per_event"]["UPDATE"]["recall"] == 0.0
+    assert (
+        always_add["per_event"]["ADD"]["recall"] == 1.0 and always_add["per_event"]["UPDATE"]["recall"] == 0.0
+    )
 
 
 def _synthetic_file() -> Path:
@@ -186,23 +199,35 @@ def test_prompts_show_every_memory_under_its_protocols_label() -> None:
     v1 = render_prompt("manage-v1", memories, ["Sam moved."])
     v2 = render_prompt("manage-v2", memories, ["Sam moved."])
     assert v1.shown_ids == {"0": 7, "1": 9} and v2.shown_ids == {"M1": 7, "M2": 9}
-    assert "M2: Sam has a cat." in v2.messages[-1]["content"] and "F1: Sam moved." in v2.messages[-1]["content"]
+    assert (
+        "M2: Sam has a cat." in v2.messages[-1]["content"] and "F1: Sam moved." in v2.messages[-1]["content"]
+    )
     with pytest.raises(ValueError, match="unknown manager prompt version"):
         ManagerConfig(prompt_version="manage-v9")
 
 
 def test_eval_manager_runs_end_to_end_on_the_tiny_model_and_resumes(locomo_path, tmp_path) -> None:
     out = tmp_path / "mgr"
-    args = ["eval", "manager", "--model", "tiny-random", "--data", str(locomo_path), "--split", "dev", "--limit", "6",
-            "-p", "manage-v1", "-p", "manage-v2", "--max-new-tokens", "24", "--batch-size", "4", "--out", str(out)]
+    args = ["eval", "manager", "--model", "tiny-random", "--data", str(locomo_path), "--split", "dev",
+            "--limit", "6",
+            "-p", "manage-v1", "-p", "manage-v2", "--max-new-tokens", "24", "--batch-size", "4", "--out",
+            str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "Memory Manager decisions" in result.output and "manage-v2" in result.output
     summary = json.loads((out / "manage-v2" / "summary.json").read_text())
-    assert summary["n"] == 6 and summary["run"]["prompt_version"] == "manage-v2" and summary["run"]["model"] == "tiny-random"
+    assert (
+        summary["n"] == 6
+        and summary["run"]["prompt_version"] == "manage-v2"
+        and summary["run"]["model"] == "tiny-random"
+    )
     assert sum(map(sum, summary["confusion"]["matrix"])) == 6
     report = (out / "report.md").read_text()
-    assert "Paired difference" in report and "| gold \\ predicted |" in report and (out / "confusion-2.png").stat().st_size > 0
+    assert (
+        "Paired difference" in report
+        and "| gold \\ predicted |" in report
+        and (out / "confusion-2.png").stat().st_size > 0
+    )
     lines = (out / "manage-v1" / "cases.jsonl").read_text().splitlines()
     again = CliRunner().invoke(app, args)  # resumes: nothing is generated twice
     assert again.exit_code == 0 and (out / "manage-v1" / "cases.jsonl").read_text().splitlines() == lines
@@ -215,21 +240,25 @@ def test_eval_manager_runs_end_to_end_on_the_tiny_model_and_resumes(locomo_path,
     (["--cases", "/nonexistent/cases.jsonl"], "no decision set"),
 ])
 def test_eval_manager_bad_input_is_one_line_and_exit_1(tmp_path, args, message) -> None:
-    result = CliRunner().invoke(app, ["eval", "manager", "--model", "tiny-random", "--out", str(tmp_path), *args])
+    result = CliRunner().invoke(app,
+                                ["eval", "manager", "--model", "tiny-random", "--out", str(tmp_path), *args])
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
 
 
 def test_eval_adds_the_managers_decision_scores_when_a_labelled_set_is_given(locomo_path, tmp_path) -> None:
-    args = ["eval", "--split", "test", "-c", "conv-50", "--sessions", "17", "--limit", "1", "--model", "tiny-random",
+    args = ["eval", "--split", "test", "-c", "conv-50", "--sessions", "17", "--limit", "1", "--model",
+            "tiny-random",
             "--embedding-model", "hashing", "--data", str(locomo_path), "--out", str(tmp_path / "run"),
-            "--banks", str(tmp_path / "banks"), "--decisions", str(_synthetic_file()), "--decisions-split", "dev",
-            "--manager-prompt", "manage-v3"]
+            "--banks", str(tmp_path / "banks"), "--decisions", str(_synthetic_file()), "--decisions-split",
+            "dev", "--manager-prompt", "manage-v3"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     decisions = json.loads((tmp_path / "run" / "summary.json").read_text())["decisions"]
     n_dev = sum(r["split"] == "dev" and r["source"] == "synthetic" for r in rows())
     assert decisions["n"] == n_dev and decisions["run"]["prompt_version"] == "manage-v3"
-    assert decisions["run"]["model"] == "tiny-random" and "per_event" in decisions and "cases" not in decisions
+    assert (
+        decisions["run"]["model"] == "tiny-random" and "per_event" in decisions and "cases" not in decisions
+    )
     assert "Memory Manager decisions" in result.output
     rag = CliRunner().invoke(app, [*args[:-2], "--system", "rag"])
     assert rag.exit_code == 1 and "has none" in rag.output

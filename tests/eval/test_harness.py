@@ -78,7 +78,9 @@ def test_interrupted_run_resumes_without_repeating_an_answer(conv30, tmp_path, s
     generator = scripted()
     replies = generator.generate
     generator.generate = lambda prompts, config: [  # every call "takes" one second, to count compute
-        replace(g, usage=Usage(g.usage.prompt_tokens, g.usage.completion_tokens, 1.0)) for g in replies(prompts, config)]
+        replace(g, usage=Usage(g.usage.prompt_tokens, g.usage.completion_tokens, 1.0))
+        for g in replies(prompts, config)
+    ]
     system = memory_r1(make_system, generator)
 
     class Stop(Exception):
@@ -117,18 +119,22 @@ def test_prompted_shares_the_memory_r1_bank(conv30, tmp_path, scripted, make_sys
     run(memory_r1(make_system, scripted()), conv30, tmp_path)
     generator = scripted()
     prompted = memory_r1(make_system, generator, distill=False)
-    summary = run_eval(prompted, [conv30], EvalConfig(), tmp_path / "prompted", banks_dir=tmp_path / "banks").to_json()
-    assert generator.calls == summary["questions"]  # answers only: no extraction or manager call, the bank was reused
+    summary = run_eval(prompted, [conv30], EvalConfig(), tmp_path / "prompted",
+                       banks_dir=tmp_path / "banks").to_json()
+    assert (
+        generator.calls == summary["questions"]
+    )  # answers only: no extraction or manager call, the bank was reused
     assert summary["settings"]["prompts"]["answer"] == "answer-direct-v2"
     assert len(list((tmp_path / "banks").glob("*.db"))) == 1
 
 
-def test_a_session_subset_reuses_the_full_bank_and_counts_only_its_turns(locomo_path, tmp_path, scripted, make_system):
+def test_a_session_subset_reuses_the_full_bank_and_counts_only_its_turns(locomo_path, tmp_path, scripted,
+                                                                         make_system):
     full = select_sessions(get_conversation(load_locomo(locomo_path), "conv-30"), {1, 2})
     run(memory_r1(make_system, scripted()), full, tmp_path)
     generator = scripted()
-    subset = run_eval(memory_r1(make_system, generator), [full], EvalConfig(sessions="1"), tmp_path / "subset",
-                      banks_dir=tmp_path / "banks").to_json()
+    subset = run_eval(memory_r1(make_system, generator), [full], EvalConfig(sessions="1"),
+                      tmp_path / "subset", banks_dir=tmp_path / "banks").to_json()
     first = select_sessions(full, {1})
     asked = [q for q in first.qa if q.answer is not None and q.category != 5]
     assert subset["questions"] == len(asked) < len([q for q in full.qa if q.category != 5])
@@ -146,9 +152,18 @@ def test_judge_and_corrected_labels(conv30, tmp_path, scripted, make_system):
     corrections.write_text(json.dumps([{"sample_id": "conv-30", "qa_index": q.index, "question": q.question,
                                         "answer": "7 May 2023"}]))
     fixes = load_corrections(corrections, [conv30])
-    judge = Judge(scripted(lambda m: 'Same date. {"label": "CORRECT"}' if "7 May 2023" in m[-1]["content"].split(
-        "Reference answer:")[1].split("\n")[0] else "hmm"), cache_path=tmp_path / "judge.db")
-    summary = run(memory_r1(make_system, scripted()), conv30, tmp_path, config=EvalConfig(corrections=fixes), judge=judge)
+    judge = Judge(
+        scripted(
+            lambda m: (
+                'Same date. {"label": "CORRECT"}'
+                if "7 May 2023" in m[-1]["content"].split("Reference answer:")[1].split("\n")[0]
+                else "hmm"
+            )
+        ),
+        cache_path=tmp_path / "judge.db",
+    )
+    summary = run(memory_r1(make_system, scripted()), conv30, tmp_path, config=EvalConfig(corrections=fixes),
+                  judge=judge)
     rows = rows_of(tmp_path / "run" / "results.jsonl")
     corrected = [r for r in rows if "corrected_gold" in r]
     assert len(corrected) == 1 and corrected[0]["corrected_scores"]["f1"] == 1.0
@@ -177,14 +192,18 @@ def test_bad_corrections_are_refused(conv30, tmp_path, entry, message):
 
 def test_rag_and_full_context_on_the_tiny_model(conv30, tmp_path, tiny_generator):
     embedder = HashingEmbedder()
-    rag = TurnRetrievalSystem(embedder, AnswerAgent(tiny_generator, embedder, AnswerConfig(max_new_tokens=8, distill=False)))
-    summary = run_eval(rag, [conv30], EvalConfig(limit=2), tmp_path / "rag", banks_dir=tmp_path / "banks").to_json()
+    rag = TurnRetrievalSystem(embedder,
+                              AnswerAgent(tiny_generator, embedder,
+                                          AnswerConfig(max_new_tokens=8, distill=False)))
+    summary = run_eval(rag, [conv30], EvalConfig(limit=2), tmp_path / "rag",
+                       banks_dir=tmp_path / "banks").to_json()
     rows = rows_of(tmp_path / "rag" / "results.jsonl")
     assert summary["operations"] is None and len(rows) == 2
     assert all(r["retrieved"] == min(60, len(conv30.turns)) for r in rows)
 
     full = FullContextSystem(tiny_generator, AnswerConfig(max_new_tokens=8), context_tokens=1200)
-    summary = run_eval(full, [conv30], EvalConfig(limit=2), tmp_path / "full", banks_dir=tmp_path / "banks").to_json()
+    summary = run_eval(full, [conv30], EvalConfig(limit=2), tmp_path / "full",
+                       banks_dir=tmp_path / "banks").to_json()
     assert 0 < summary["settings"]["dropped_turns"]["conv-30"] < len(conv30.turns)
     assert summary["questions"] == 2
 
@@ -194,7 +213,8 @@ def test_sampled_seeds_report_mean_and_spread(conv30, tmp_path, tiny_generator, 
     agents.answerer.config = AnswerConfig(max_new_tokens=6, temperature=1.0)
     agents.extractor.config = replace(agents.extractor.config, max_new_tokens=4)
     agents.manager.config = replace(agents.manager.config, max_new_tokens=4)
-    summary = run(PipelineSystem("memory-r1", agents.agents), conv30, tmp_path, config=EvalConfig(seeds=(0, 1), limit=2))
+    summary = run(PipelineSystem("memory-r1", agents.agents), conv30, tmp_path,
+                  config=EvalConfig(seeds=(0, 1), limit=2))
     assert set(summary["seeds"]["per_seed"]) == {"0", "1"}
     assert summary["seeds"]["std"]["f1"] >= 0.0 and summary["questions"] == 2
     assert len(rows_of(tmp_path / "run" / "results.jsonl")) == 4
@@ -209,7 +229,9 @@ def test_sampled_seeds_report_mean_and_spread(conv30, tmp_path, tiny_generator, 
     ],
 )
 def test_eval_cli_bad_input(args, message, locomo_path, tmp_path):
-    result = CliRunner().invoke(app, [*args, "--data", str(locomo_path), "--out", str(tmp_path / "o"), "--model", "tiny-random",
+    result = CliRunner().invoke(app,
+                                [*args, "--data", str(locomo_path), "--out", str(tmp_path / "o"), "--model",
+                                 "tiny-random",
                                       "--embedding-model", "hashing", "--banks", str(tmp_path / "b")])
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
 

@@ -20,7 +20,7 @@ def same(a: object, b: object) -> bool:
         return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b and type(a) is type(b) or (isinstance(a, (int, float)) and a == b)
+    return (a == b and type(a) is type(b)) or (isinstance(a, (int, float)) and a == b)
 
 
 def test_there_are_committed_runs_to_check():

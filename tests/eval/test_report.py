@@ -236,7 +236,9 @@ def test_paired_differences_use_only_shared_questions(tmp_path: Path):
     text = write_report([make_run(tmp_path, "base", base), make_run(tmp_path, "trained", trained)],
                         tmp_path / "out").read_text()
     # shared: questions 1 and 2; F1 deltas +0.4 and 0 -> mean +20.0, the CI spans the two values
-    assert "| memory-r1 (trained) | 2 | +20.0 [+0.0, +40.0] | +50.0 [+0.0, +100.0] |" in text  # no BLEU-1 given
+    assert (
+        "| memory-r1 (trained) | 2 | +20.0 [+0.0, +40.0] | +50.0 [+0.0, +100.0] |" in text
+    )  # no BLEU-1 given
     assert "minus **memory-r1 (base)**" in text
     trained["compute_s"] = {"extract": 60.0, "manage": 600.0, "search": 0.6, "answer": 120.0, "judge": 0.0}
     text = write_report([make_run(tmp_path / "c", "trained", trained)], tmp_path / "out3").read_text()

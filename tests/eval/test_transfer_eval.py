@@ -24,14 +24,16 @@ MSC = FIXTURES / "msc_fixture.jsonl"
 
 def test_each_task_gets_its_own_rule_and_version() -> None:
     assert judge_longmemeval.task_for("temporal-reasoning", False) == "temporal-reasoning"
-    assert judge_longmemeval.task_for("temporal-reasoning", True) == "abstention"  # abstention cuts across types
+    assert judge_longmemeval.task_for("temporal-reasoning",
+                                      True) == "abstention"  # abstention cuts across types
     assert judge_longmemeval.task_for("multi-session", False) == "default"
     systems = {t: judge_longmemeval.render(t, "q", "r", "a")[0]["content"] for t in judge_longmemeval.TASKS}
     assert len(set(systems.values())) == len(systems)
     assert "off by one" in systems["temporal-reasoning"] and "off by one" not in systems["default"]
     assert "latest value" in systems["knowledge-update"]
     assert "cannot answer" in systems["abstention"]
-    assert judge_longmemeval.render("single-session-preference", "q", "r", "a")[1]["content"].startswith("Question: q\nRubric: r")
+    assert judge_longmemeval.render("single-session-preference", "q", "r",
+                                    "a")[1]["content"].startswith("Question: q\nRubric: r")
     with pytest.raises(ValueError, match="unknown LongMemEval judge task"):
         judge_longmemeval.render("trivia", "q", "r", "a")
 
@@ -39,7 +41,8 @@ def test_each_task_gets_its_own_rule_and_version() -> None:
 def test_judge_caches_per_rule(tmp_path: Path, scripted) -> None:
     generator = scripted(lambda m: 'Fine.\n{"label": "CORRECT"}')
     judge = Judge(generator, cache_path=tmp_path / "cache.db")
-    items = [JudgeItem("q", "g", "p"), JudgeItem("q", "g", "p", "temporal-reasoning"), JudgeItem("q", "g", "p", "abstention")]
+    items = [JudgeItem("q", "g", "p"), JudgeItem("q", "g", "p", "temporal-reasoning"),
+             JudgeItem("q", "g", "p", "abstention")]
     results = judge.judge(items)
     assert generator.calls == 3  # same texts, three rules: three judgements
     assert [r.prompt_version for r in results] == ["judge-v2", "judge-longmemeval-v1/temporal-reasoning",
@@ -67,7 +70,8 @@ def test_longmemeval_rows_scores_and_table(tmp_path: Path, scripted, make_system
     agents.answerer.config = AnswerConfig(distill=True)
     conversations = load_longmemeval(LME)
     judge = Judge(scripted(_abstention_only_judge))
-    summary = run_eval(PipelineSystem("memory-r1", agents.agents), conversations, EvalConfig(split="all", dataset="longmemeval"),
+    summary = run_eval(PipelineSystem("memory-r1", agents.agents), conversations,
+                       EvalConfig(split="all", dataset="longmemeval"),
                        tmp_path / "run", banks_dir=tmp_path / "banks", judge=judge)
     rows = {r.sample_id: r for r in read_results(tmp_path / "run" / "results.jsonl")}
     assert set(rows) == {"fx0001", "fx0002", "fx0003_abs", "fx0004"}  # the abstention question is evaluated
@@ -81,7 +85,10 @@ def test_longmemeval_rows_scores_and_table(tmp_path: Path, scripted, make_system
     by_type = summary.by_type or {}
     assert {k: v.n for k, v in by_type.items()} == {"abstention": 1, "knowledge-update": 1,
                                                        "single-session-user": 2, "temporal-reasoning": 1}
-    assert by_type["abstention"].scores["j"].mean == 1.0 and by_type["single-session-user"].scores["j"].mean == 0.5
+    assert (
+        by_type["abstention"].scores["j"].mean == 1.0
+        and by_type["single-session-user"].scores["j"].mean == 0.5
+    )
     assert any("(Asked on 2023/06/12 (Mon) 09:15) What colour is my new bicycle?" in p for p in seen)
     assert json.loads((tmp_path / "run" / "run.json").read_text())["dataset"] == "longmemeval"
 
@@ -100,12 +107,16 @@ def test_eval_cli_end_to_end_on_fixture_with_tiny_model(dataset, data, questions
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["questions"] == questions and summary["run"]["split"] == "all"
     loaded = load_longmemeval(data) if dataset == "longmemeval" else load_msc(data)
-    assert summary["operations"]["turns"] == sum(len(c.turns) for c in loaded)  # every turn went through the manager
+    assert summary["operations"]["turns"] == sum(
+        len(c.turns) for c in loaded
+    )  # every turn went through the manager
     if dataset == "longmemeval":
         assert "by type" in result.output and "abstention" in result.output
     again = cli("eval", "--dataset", dataset, "--data", data, "--model", "tiny-random", "--embedding-model",
                 "hashing", "--out", tmp_path / "run", "--banks", tmp_path / "banks")
-    assert again.exit_code == 0 and len(read_results(tmp_path / "run" / "results.jsonl")) == questions  # resumed
+    assert (
+        again.exit_code == 0 and len(read_results(tmp_path / "run" / "results.jsonl")) == questions
+    )  # resumed
 
 
 @pytest.mark.parametrize(
@@ -118,5 +129,6 @@ def test_eval_cli_end_to_end_on_fixture_with_tiny_model(dataset, data, questions
     ],
 )
 def test_eval_cli_transfer_bad_input(args, message, tmp_path: Path) -> None:
-    result = cli("eval", *args, "--model", "tiny-random", "--embedding-model", "hashing", "--out", tmp_path / "o")
+    result = cli("eval", *args, "--model", "tiny-random", "--embedding-model", "hashing", "--out",
+                 tmp_path / "o")
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output

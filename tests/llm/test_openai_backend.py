@@ -34,7 +34,7 @@ class ChatServer(ThreadingHTTPServer):
 class ChatHandler(BaseHTTPRequestHandler):
     server: ChatServer
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with self.server.lock:
             self.server.requests.append((self.path, dict(self.headers), body))

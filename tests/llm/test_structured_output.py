@@ -150,7 +150,9 @@ def test_manager_decides_over_http_with_its_protocols_schema(serve, kind) -> Non
     facts = [Fact("Sam works as a nurse.", "c:Sam", "day 1")]
     decision = manager.decide(store, "c:Sam", facts)
     applied = apply_operations(store, embedder, "c:Sam", decision.operations, facts, manager.provenance)
-    assert [op.event for op in applied] == [Event.ADD] and store.list("c:Sam")[0].text == "Sam works as a nurse."
+    assert [op.event for op in applied] == [Event.ADD] and store.list("c:Sam")[
+        0
+    ].text == "Sam works as a nurse."
     sent = srv.bodies[0]["response_format"]["json_schema"]["schema"]
     item = sent["properties"]["decisions"]["items"]
     assert item["properties"]["event"]["enum"] == ["ADD", "UPDATE", "DELETE", "NONE"]

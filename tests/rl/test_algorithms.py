@@ -39,7 +39,8 @@ def parts(tiny_model_dir: Path):
 
 def test_constant_rewards_within_groups_leave_the_policy_unchanged(parts) -> None:
     model, tokenizer, prompts = parts
-    batch = sample_rollouts(model, tokenizer, prompts, RolloutConfig(samples_per_prompt=4, max_new_tokens=5), seed=0)
+    batch = sample_rollouts(model, tokenizer, prompts, RolloutConfig(samples_per_prompt=4, max_new_tokens=5),
+                            seed=0)
     batch.rewards = torch.tensor([1.0] * 4 + [0.0] * 4 + [0.5] * 4)  # each group constant, groups differ
     assert group_advantages(batch.rewards, batch.group_ids).abs().max() == 0
     policy = copy.deepcopy(model)
@@ -86,7 +87,8 @@ def test_clip_higher_and_dual_clip() -> None:
 def test_stale_log_probs_clip_inside_grpo_step(parts) -> None:
     """Two epochs with a big step: the second epoch's ratio leaves the trust region and the clip acts."""
     model, tokenizer, prompts = parts
-    batch = sample_rollouts(model, tokenizer, prompts, RolloutConfig(samples_per_prompt=4, max_new_tokens=5), seed=1)
+    batch = sample_rollouts(model, tokenizer, prompts, RolloutConfig(samples_per_prompt=4, max_new_tokens=5),
+                            seed=1)
     batch.rewards = torch.arange(12, dtype=torch.float32) % 3
     policy = copy.deepcopy(model)
     stats = grpo_step(policy, torch.optim.Adam(policy.parameters(), lr=3e-2), batch,
@@ -101,7 +103,8 @@ def test_kl_term_pulls_the_policy_back_to_its_reference(parts) -> None:
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(0.005 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
-    batch = sample_rollouts(policy, tokenizer, prompts, RolloutConfig(samples_per_prompt=4, max_new_tokens=6), seed=2)
+    batch = sample_rollouts(policy, tokenizer, prompts, RolloutConfig(samples_per_prompt=4, max_new_tokens=6),
+                            seed=2)
     batch.rewards = torch.ones(12)  # advantages 0: only the KL term acts
     config = GRPOConfig(beta=1.0, micro_batch_size=12)
     optimizer = torch.optim.Adam(policy.parameters(), lr=1e-4)  # small steps: the tiny model overshoots
@@ -109,15 +112,19 @@ def test_kl_term_pulls_the_policy_back_to_its_reference(parts) -> None:
     for _ in range(6):
         batch.ref_logprobs = None
         kls.append(grpo_step(policy, optimizer, batch, config, ref_model=ref)["kl"])
-    assert kls[0] > 0.01 and kls[-1] < 0.5 * kls[0] and kls == sorted(kls, reverse=True), kls  # a flipped KL sign pushes it up instead
+    assert kls[0] > 0.01 and kls[-1] < 0.5 * kls[0] and kls == sorted(kls, reverse=True), (
+        kls
+    )  # a flipped KL sign pushes it up instead
 
 
 def test_a_lora_policy_learns_the_token_reward(parts) -> None:
     from peft import LoraConfig, get_peft_model
 
     model, tokenizer, prompts = parts
-    policy = get_peft_model(copy.deepcopy(model), LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
-                                                             target_modules="all-linear", task_type="CAUSAL_LM"))
+    policy = get_peft_model(
+        copy.deepcopy(model),
+        LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
     policy.eval()
     rollout = RolloutConfig(samples_per_prompt=12, max_new_tokens=5)
     probe = sample_rollouts(policy, tokenizer, prompts, rollout, seed=99)
@@ -129,7 +136,8 @@ def test_a_lora_policy_learns_the_token_reward(parts) -> None:
         batch = sample_rollouts(policy, tokenizer, prompts, rollout, seed=step)
         hits = (batch.input_ids == target).float() * batch.response_mask
         batch.rewards = hits.sum(-1) / batch.response_mask.sum(-1)
-        curve.append(grpo_step(policy, optimizer, batch, GRPOConfig(beta=0.0, micro_batch_size=36))["reward_mean"])
+        curve.append(grpo_step(policy, optimizer, batch,
+                               GRPOConfig(beta=0.0, micro_batch_size=36))["reward_mean"])
     first, last = sum(curve[:3]) / 3, sum(curve[-5:]) / 5
     assert first < 0.35 and last > first + 0.25, curve
     base_lp = pass_logprobs(model, batch, None, shared_prefix=True)

@@ -11,7 +11,6 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from memory_r1.rl.rollout import RolloutConfig, sample_rollouts
 from memory_r1.rl.core import (
     RolloutBatch,
     accumulation_weight,
@@ -23,6 +22,7 @@ from memory_r1.rl.core import (
     masked_whiten,
     token_logprobs,
 )
+from memory_r1.rl.rollout import RolloutConfig, sample_rollouts
 
 LN2 = math.log(2.0)
 
@@ -191,13 +191,14 @@ def test_token_logprobs_ignore_left_padding(policy, tokenizer, prompts) -> None:
 
 
 def test_rollout_layout(policy, tokenizer, prompts) -> None:
-    batch = sample_rollouts(policy, tokenizer, prompts, RolloutConfig(samples_per_prompt=3, max_new_tokens=5), seed=0, old_logprobs=True)
+    batch = sample_rollouts(policy, tokenizer, prompts, RolloutConfig(samples_per_prompt=3, max_new_tokens=5),
+                            seed=0, old_logprobs=True)
     assert isinstance(batch, RolloutBatch) and len(batch) == 9
     assert batch.group_ids.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert batch.rewards.tolist() == [0.0] * 9 and batch.ref_logprobs is None
     P = batch.prompt_width
     lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    assert batch.prompt_lengths.tolist() == [n for n in lengths for _ in range(3)] and P == max(lengths)
+    assert batch.prompt_lengths.tolist() == [n for n in lengths for _ in range(3)] and max(lengths) == P
     for row in range(9):
         n = batch.prompt_lengths[row].item()
         assert batch.attention_mask[row, :P].tolist() == [0] * (P - n) + [1] * n  # left padding
@@ -210,11 +211,13 @@ def test_rollout_layout(policy, tokenizer, prompts) -> None:
 
 def test_response_mask_ends_at_the_first_eos(policy, tokenizer, prompts) -> None:
     # The random model rarely says <|im_end|>; make a token it often samples an extra EOS instead.
-    first = sample_rollouts(policy, tokenizer, prompts, RolloutConfig(samples_per_prompt=8, max_new_tokens=6), seed=1)
+    first = sample_rollouts(policy, tokenizer, prompts, RolloutConfig(samples_per_prompt=8, max_new_tokens=6),
+                            seed=1)
     P = first.prompt_width
     frequent = Counter(first.input_ids[:, P + 1 : P + 4].flatten().tolist()).most_common(1)[0][0]
     policy.generation_config.eos_token_id = [tokenizer.eos_token_id, frequent]
-    batch = sample_rollouts(policy, tokenizer, prompts, RolloutConfig(samples_per_prompt=8, max_new_tokens=6), seed=1)
+    batch = sample_rollouts(policy, tokenizer, prompts, RolloutConfig(samples_per_prompt=8, max_new_tokens=6),
+                            seed=1)
     lengths = batch.response_mask.sum(-1).long().tolist()
     assert any(n < 6 for n in lengths), "no row stopped early: the test lost its point"
     for row, n in enumerate(lengths):
@@ -246,7 +249,8 @@ def test_old_logprobs_are_the_policy_at_the_sampling_temperature(policy, tokeniz
 
 def test_sampling_is_seeded(policy, tokenizer, prompts) -> None:
     def draw(seed):
-        return sample_rollouts(policy, tokenizer, prompts, RolloutConfig(samples_per_prompt=4, max_new_tokens=6),
+        return sample_rollouts(policy, tokenizer, prompts,
+                               RolloutConfig(samples_per_prompt=4, max_new_tokens=6),
                                seed=seed, old_logprobs=True)
 
     a, b, c = draw(5), draw(5), draw(6)
@@ -259,7 +263,8 @@ def test_model_generation_config_does_not_leak_into_rollouts(policy, tokenizer, 
     """A checkpoint's generation_config must not reshape the sampling distribution (generate() merges it
     even into an explicit config): the same seed gives the same samples with and without one."""
     def draw():
-        return sample_rollouts(policy, tokenizer, prompts, RolloutConfig(samples_per_prompt=8, max_new_tokens=6), seed=0)
+        return sample_rollouts(policy, tokenizer, prompts,
+                               RolloutConfig(samples_per_prompt=8, max_new_tokens=6), seed=0)
 
     clean = draw()
     P = clean.prompt_width

@@ -8,10 +8,10 @@ from memory_r1.agents.manager import DEFAULT_PROTOCOL
 from memory_r1.data import get_conversation, load_locomo, questions_by_turn, select_sessions
 from memory_r1.rl.datasets import (
     FORMAT,
-    build_answer_dataset,
-    build_manager_dataset,
     AnswerExample,
     ManagerExample,
+    build_answer_dataset,
+    build_manager_dataset,
     load_examples,
     open_snapshot,
     window_filter,
@@ -76,7 +76,8 @@ def test_load_examples_rejects_other_files(tmp_path):
 
 
 @pytest.mark.parametrize("reward", ["em", "f1"])
-def test_manager_reward_is_the_frozen_answerers_score_on_each_fork(conv26, tmp_path, scripted, make_system, reward):
+def test_manager_reward_is_the_frozen_answerers_score_on_each_fork(conv26, tmp_path, scripted, make_system,
+                                                                   reward):
     from memory_r1.agents import AnswerAgent, ManagerConfig, MemoryManager
     from memory_r1.embeddings import HashingEmbedder
     from memory_r1.rl.envs import ManagerEnv

@@ -11,8 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from memory_r1.rl.core import kl_estimate
-from memory_r1.rl.rollout import RolloutConfig, sample_rollouts
 from memory_r1.rl.grpo import GRPOConfig, group_advantages, grpo_loss, grpo_step
+from memory_r1.rl.rollout import RolloutConfig, sample_rollouts
 
 
 def test_group_advantages_hand_case() -> None:
@@ -82,7 +82,8 @@ def scored_batch(tiny_model_dir: Path):
                                       tokenize=False)
         for q in ("Hi", "What did Melanie paint last year?")
     ]
-    batch = sample_rollouts(model, tokenizer, prompts, RolloutConfig(samples_per_prompt=4, max_new_tokens=5), seed=0)
+    batch = sample_rollouts(model, tokenizer, prompts, RolloutConfig(samples_per_prompt=4, max_new_tokens=5),
+                            seed=0)
     batch.rewards = torch.tensor([1.0, 0.0, 0.5, 0.0, 0.0, 1.0, 1.0, 0.0])
     return batch
 

@@ -19,9 +19,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from memory_r1.rl.core import RolloutBatch
-from memory_r1.rl.rollout import RolloutConfig, sample_rollouts
 from memory_r1.rl.grpo import GRPOConfig, grpo_step
 from memory_r1.rl.ppo import Critic, PPOConfig, ppo_update
+from memory_r1.rl.rollout import RolloutConfig, sample_rollouts
 
 QUESTIONS = (
     "Hi", "When did Caroline go to the support group?", "What did Melanie paint?", "Tell me about pottery."
@@ -94,7 +94,8 @@ def test_ppo_learns_a_token_reward(tiny_model_dir: Path, seed: int) -> None:
     torch.manual_seed(seed)
     curve, values, start = [], [], time.perf_counter()
     for step in range(40):
-        batch = sample_rollouts(policy, tokenizer, prompts, RolloutConfig(samples_per_prompt=SAMPLES, max_new_tokens=NEW_TOKENS),
+        batch = sample_rollouts(policy, tokenizer, prompts,
+                                RolloutConfig(samples_per_prompt=SAMPLES, max_new_tokens=NEW_TOKENS),
                                 seed=1000 * seed + step)
         batch.rewards = target_reward(batch, target)
         stats = ppo_update(policy, critic, policy_opt, critic_opt, batch, config)

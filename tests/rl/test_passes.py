@@ -50,7 +50,8 @@ def test_prompts_differ_in_length_and_responses_in_length(setup: tuple) -> None:
 
 
 @pytest.mark.parametrize("micro", [None, 1, 3])
-def test_shared_prompt_and_trimmed_log_probs_equal_the_plain_full_batch_pass(setup: tuple, micro: int | None) -> None:
+def test_shared_prompt_and_trimmed_log_probs_equal_the_plain_full_batch_pass(setup: tuple,
+                                                                             micro: int | None) -> None:
     model = setup[0]
     batch = rollouts(setup)
     reference = batch_logprobs(model, batch, temperature=1.0)  # one untrimmed forward over the whole batch
@@ -60,7 +61,9 @@ def test_shared_prompt_and_trimmed_log_probs_equal_the_plain_full_batch_pass(set
     assert (reference != 0).sum() == batch.response_mask.sum()  # the comparison covers every response token
 
 
-def grads(model: PreTrainedModel, batch: RolloutBatch, shared: bool, micro: int | None) -> dict[str, torch.Tensor]:
+def grads(
+    model: PreTrainedModel, batch: RolloutBatch, shared: bool, micro: int | None
+) -> dict[str, torch.Tensor]:
     model = copy.deepcopy(model)
     adv = torch.linspace(-1, 1, len(batch))
     total = batch.response_mask.sum()
@@ -125,6 +128,12 @@ def test_max_prompt_tokens_refuses_or_truncates(setup: tuple) -> None:
     with pytest.raises(ValueError, match="max_prompt_tokens=8"):
         sample_rollouts(model, tokenizer, prompts, RolloutConfig(samples_per_prompt=2, max_new_tokens=2,
                                                                  max_prompt_tokens=8))
-    cut = sample_rollouts(model, tokenizer, prompts, RolloutConfig(samples_per_prompt=2, max_new_tokens=2,
-                                                                   max_prompt_tokens=8, prompt_overflow="truncate"))
+    cut = sample_rollouts(
+        model,
+        tokenizer,
+        prompts,
+        RolloutConfig(
+            samples_per_prompt=2, max_new_tokens=2, max_prompt_tokens=8, prompt_overflow="truncate"
+        ),
+    )
     assert cut.prompt_lengths.max() == 8 and cut.prompt_width == 8

@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from memory_r1.rl.rollout import RolloutConfig, sample_rollouts
 from memory_r1.rl.ppo import Critic, PPOConfig, gae, ppo_policy_loss, ppo_update, token_rewards, value_loss
+from memory_r1.rl.rollout import RolloutConfig, sample_rollouts
 
 
 def test_token_rewards_put_the_outcome_on_the_last_response_token() -> None:
@@ -115,7 +115,8 @@ def test_critic_values_align_with_logprobs_and_ignore_padding(tiny) -> None:
 def test_ppo_update_micro_batches_match_one_batch_and_move_both_models(tiny) -> None:
     path, tokenizer, prompts = tiny
     policy = AutoModelForCausalLM.from_pretrained(path)
-    batch = sample_rollouts(policy, tokenizer, prompts, RolloutConfig(samples_per_prompt=3, max_new_tokens=5), seed=0)
+    batch = sample_rollouts(policy, tokenizer, prompts, RolloutConfig(samples_per_prompt=3, max_new_tokens=5),
+                            seed=0)
     batch.rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 0.0])
     critic = Critic(AutoModelForCausalLM.from_pretrained(path))
     results = []
@@ -142,7 +143,8 @@ def test_ppo_update_needs_a_reference_for_the_kl_reward(tiny) -> None:
     path, tokenizer, prompts = tiny
     policy = AutoModelForCausalLM.from_pretrained(path)
     critic = Critic(AutoModelForCausalLM.from_pretrained(path))
-    batch = sample_rollouts(policy, tokenizer, prompts, RolloutConfig(samples_per_prompt=2, max_new_tokens=4), seed=0)
+    batch = sample_rollouts(policy, tokenizer, prompts, RolloutConfig(samples_per_prompt=2, max_new_tokens=4),
+                            seed=0)
     opts = torch.optim.SGD(policy.parameters(), lr=0.1), torch.optim.SGD(critic.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="reference"):
         ppo_update(policy, critic, *opts, batch, PPOConfig(kl_coef=0.01))

@@ -13,7 +13,7 @@ from memory_r1.llm.base import GenerationConfig
 from memory_r1.rl.datasets import build_answer_dataset, build_manager_dataset
 from memory_r1.rl.ppo import PPOConfig
 from memory_r1.rl.rollout import RolloutConfig
-from memory_r1.rl.trainer import Trainer, TrainConfig
+from memory_r1.rl.trainer import TrainConfig, Trainer
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +34,11 @@ def built(datasets, scripted, make_system):
 
 
 def config(built, tmp_path, agent="answer", algo="grpo", **kw):
-    settings = dict(steps=2, prompts_per_step=2, lr=1e-3, checkpoint_every=1, embedding_model="hashing",
-                    rollout=RolloutConfig(samples_per_prompt=2, max_new_tokens=6),
-                    ppo=PPOConfig(mini_batch_size=4)) | kw
-    return TrainConfig(agent=agent, algo=algo, dataset=built / agent, out=tmp_path / "run", model="tiny-random",
-                       **settings)
+    settings = {"steps": 2, "prompts_per_step": 2, "lr": 1e-3, "checkpoint_every": 1,
+                "embedding_model": "hashing", "ppo": PPOConfig(mini_batch_size=4),
+                "rollout": RolloutConfig(samples_per_prompt=2, max_new_tokens=6)} | kw
+    return TrainConfig(agent=agent, algo=algo, dataset=built / agent, out=tmp_path / "run",
+                       model="tiny-random", **settings)
 
 
 @pytest.mark.parametrize("algo", ["grpo", "ppo", "sft"])
@@ -102,12 +102,16 @@ def test_manager_grpo_step_applies_decisions_to_forks(built, tmp_path, locomo_pa
 
 
 def test_train_cli(built, tmp_path):
-    result = CliRunner().invoke(app, ["train", "answer", "--dataset", str(built / "answer"), "--out", str(tmp_path / "cli"),
+    result = CliRunner().invoke(app,
+                                ["train", "answer", "--dataset", str(built / "answer"), "--out",
+                                 str(tmp_path / "cli"),
                                       "--model", "tiny-random", "--steps", "1", "--prompts-per-step", "1",
                                       "--group-size", "2", "--max-new-tokens", "4", "--lr", "1e-3"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cli" / "final" / "config.json").exists()
-    bad = CliRunner().invoke(app, ["train", "critic", "--dataset", str(built / "answer"), "--out", str(tmp_path / "x")])
+    bad = CliRunner().invoke(app,
+                             ["train", "critic", "--dataset", str(built / "answer"), "--out",
+                              str(tmp_path / "x")])
     assert bad.exit_code == 1 and "answer|manager" in bad.output
 
 
@@ -141,7 +145,9 @@ def test_dynamic_sampling_counts_and_refills_zero_variance_groups(built, tmp_pat
     trainer.env = TextEnv(trainer.env, constant=True)  # every group all-equal: all dropped, refills tried
     trainer.train()
     [row] = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert row["zero_variance_fraction"] == 1.0 and 1.0 <= row["refill_rounds"] <= 2.0  # fewer when the pool runs dry
+    assert (
+        row["zero_variance_fraction"] == 1.0 and 1.0 <= row["refill_rounds"] <= 2.0
+    )  # fewer when the pool runs dry
     assert {"entropy", "update_tokens_per_s", "lr"} <= row.keys()
 
 
@@ -149,9 +155,10 @@ def test_cli_options_come_from_the_config_fields(built, tmp_path):
     out = tmp_path / "knobs"
     result = CliRunner().invoke(app, [
         "train", "answer", "--dataset", str(built / "answer"), "--out", str(out), "--model", "tiny-random",
-        "--steps", "1", "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "4", "--lr", "1e-3",
-        "--grpo-clip-eps-high", "0.28", "--grpo-clip-ratio-c", "3", "--beta", "0", "--reward", "f1",
-        "--warmup-steps", "2", "--lora-rank", "4", "--lora-targets", "q_proj,v_proj", "--embedding-model", "hashing",
+        "--steps", "1", "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "4", "--lr",
+        "1e-3", "--grpo-clip-eps-high", "0.28", "--grpo-clip-ratio-c", "3", "--beta", "0", "--reward", "f1",
+        "--warmup-steps", "2", "--lora-rank", "4", "--lora-targets", "q_proj,v_proj", "--embedding-model",
+        "hashing",
     ])
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "config.json").read_text())

@@ -1,4 +1,5 @@
-"""A real uvicorn server on a free loopback port for any ASGI app, and scripted agents for the service tests."""
+"""A real uvicorn server on a free loopback port for any ASGI app, and scripted agents for the service
+tests."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ class LiveServer:
 
     def __init__(self, app: Any) -> None:
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 20
@@ -45,8 +48,12 @@ def scripted_agents(scripted):
 
     def make(generator=None) -> Agents:
         embedder, generator = HashingEmbedder(), generator or scripted()
-        return Agents(embedder, FactExtractor(generator), MemoryManager(generator, embedder),
-                      AnswerAgent(generator, embedder))
+        return Agents(
+            embedder,
+            FactExtractor(generator),
+            MemoryManager(generator, embedder),
+            AnswerAgent(generator, embedder),
+        )
 
     return make
 

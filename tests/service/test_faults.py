@@ -73,7 +73,10 @@ def test_sqlite_file_gone_mid_add_is_503_nothing_written_and_serving_resumes(
     memory = Memory(str(folder / "bank.db"), scripted_agents(scripted(reply)))
     server, key = serve(memory, live)
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Token {key}"}, timeout=30) as c:
-        assert c.post("/v1/memories/", json={"messages": "kept", "user_id": "alice", "infer": False}).status_code == 200
+        assert (
+            c.post("/v1/memories/", json={"messages": "kept", "user_id": "alice", "infer": False}).status_code
+            == 200
+        )
         r = c.post("/v1/memories/", json={"messages": "I adopted a cat", "user_id": "alice"})
         assert r.status_code == 503 and r.json()["error"] == "store_unavailable", r.text
         assert "removed or replaced" in r.json()["detail"]
@@ -85,9 +88,15 @@ def test_sqlite_file_gone_mid_add_is_503_nothing_written_and_serving_resumes(
         with SQLiteStore(moved / "bank.db", read_only=True) as on_disk:  # the file as it was left
             assert [e.text for e in on_disk.list()] == ["kept"] and len(on_disk.history()) == 1
         moved.rename(folder)  # the store comes back: the same server serves again
-        assert c.post("/v1/memories/", json={"messages": "again", "user_id": "alice", "infer": False}).status_code == 200
-        assert [m["memory"] for m in c.get("/v1/memories/", params={"user_id": "alice"}).json()["results"]] == [
-            "kept", "again"]
+        assert (
+            c.post(
+                "/v1/memories/", json={"messages": "again", "user_id": "alice", "infer": False}
+            ).status_code
+            == 200
+        )
+        assert [
+            m["memory"] for m in c.get("/v1/memories/", params={"user_id": "alice"}).json()["results"]
+        ] == ["kept", "again"]
 
 
 def test_postgres_stopped_mid_add_is_503_nothing_written_and_serving_resumes(
@@ -96,7 +105,9 @@ def test_postgres_stopped_mid_add_is_503_nothing_written_and_serving_resumes(
     pgserver = pytest.importorskip("pgserver")
     from memory_r1.bank.postgres import PostgresStore
 
-    holder = {"pg": pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")}  # its own server: it is stopped
+    holder = {
+        "pg": pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
+    }  # its own server: it is stopped
     try:
         dsn = holder["pg"].get_uri()
         reply = on_manager_call(reference_reply, lambda: holder["pg"].cleanup())
@@ -104,8 +115,12 @@ def test_postgres_stopped_mid_add_is_503_nothing_written_and_serving_resumes(
         store = PostgresStore(dsn, embedding_model=agents.embedder.name, dim=agents.embedder.dim, timeout_s=2)
         server, key = serve(Memory(store, agents), live)
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Token {key}"}, timeout=30) as c:
-            assert c.post("/v1/memories/", json={"messages": "kept", "user_id": "alice",
-                                                 "infer": False}).status_code == 200
+            assert (
+                c.post(
+                    "/v1/memories/", json={"messages": "kept", "user_id": "alice", "infer": False}
+                ).status_code
+                == 200
+            )
             r = c.post("/v1/memories/", json={"messages": "I adopted a cat", "user_id": "alice"})
             assert r.status_code == 503 and r.json()["error"] == "store_unavailable", r.text
             error = mcp_call(server.url, key, "add_memory", messages="x", user_id="alice", infer=False)
@@ -117,8 +132,12 @@ def test_postgres_stopped_mid_add_is_503_nothing_written_and_serving_resumes(
                 if listed.status_code == 200:
                     break
             assert [m["memory"] for m in listed.json()["results"]] == ["kept"]  # the failed add left nothing
-            assert c.post("/v1/memories/", json={"messages": "again", "user_id": "alice",
-                                                 "infer": False}).status_code == 200
+            assert (
+                c.post(
+                    "/v1/memories/", json={"messages": "again", "user_id": "alice", "infer": False}
+                ).status_code
+                == 200
+            )
     finally:
         holder["pg"].cleanup()
 
@@ -155,16 +174,25 @@ def test_a_model_backend_timeout_is_504_nothing_written_and_serving_goes_on(
 ) -> None:
     embedder = HashingEmbedder()
     silent = OpenAIGenerator("any-model", base_url=hanging_backend, timeout=0.5, max_retries=0)
-    agents = Agents(embedder, FactExtractor(scripted()), MemoryManager(silent, embedder),
-                    AnswerAgent(scripted(), embedder))
+    agents = Agents(
+        embedder,
+        FactExtractor(scripted()),
+        MemoryManager(silent, embedder),
+        AnswerAgent(scripted(), embedder),
+    )
     server, key = serve(Memory(":memory:", agents), live)
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Token {key}"}, timeout=30) as c:
-        assert c.post("/v1/memories/", json={"messages": "kept", "user_id": "alice", "infer": False}).status_code == 200
+        assert (
+            c.post("/v1/memories/", json={"messages": "kept", "user_id": "alice", "infer": False}).status_code
+            == 200
+        )
         r = c.post("/v1/memories/", json={"messages": "I adopted a cat", "user_id": "alice"})
         assert r.status_code == 504 and r.json()["error"] == "backend_timeout", r.text
         error = mcp_call(server.url, key, "add_memory", messages="I adopted a cat", user_id="alice")
         assert error.is_error and "timed out" in error.content[0].text
-        assert [m["memory"] for m in c.get("/v1/memories/", params={"user_id": "alice"}).json()["results"]] == ["kept"]
+        assert [
+            m["memory"] for m in c.get("/v1/memories/", params={"user_id": "alice"}).json()["results"]
+        ] == ["kept"]
         hits = c.post("/v1/memories/search/", json={"query": "kept", "user_id": "alice"})
         assert hits.status_code == 200 and hits.json()["results"][0]["memory"] == "kept"
     silent.close()

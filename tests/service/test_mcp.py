@@ -65,7 +65,9 @@ def run(fn: Callable[[], Awaitable[None]]) -> None:
 def served(scripted_agents, live) -> tuple[Any, KeyStore]:
     """`memory-r1 serve`'s app (REST + /mcp on one Service), on a SQLite store in memory."""
     keys = KeyStore()
-    return live(create_app(Memory(":memory:", scripted_agents()), keys, ServiceConfig(rate_per_minute=10**6))), keys
+    return live(
+        create_app(Memory(":memory:", scripted_agents()), keys, ServiceConfig(rate_per_minute=10**6))
+    ), keys
 
 
 def test_tools_over_streamable_http_have_output_schemas_and_return_structured_content(served) -> None:
@@ -77,12 +79,23 @@ def test_tools_over_streamable_http_have_output_schemas_and_return_structured_co
             listed = (await s.list_tools()).tools
             assert {t.name for t in listed} == TOOLS
             assert all(t.output_schema and t.output_schema.get("type") == "object" for t in listed)
-            [tea] = (await call(s, "add_memory", messages="I love green tea", user_id="alice", infer=False,
-                                metadata={"source": "mcp"}))["results"]
-            assert tea["event"] == "ADD" and tea["memory"] == "I love green tea" and isinstance(tea["id"], int)
+            [tea] = (
+                await call(
+                    s,
+                    "add_memory",
+                    messages="I love green tea",
+                    user_id="alice",
+                    infer=False,
+                    metadata={"source": "mcp"},
+                )
+            )["results"]
+            assert (
+                tea["event"] == "ADD" and tea["memory"] == "I love green tea" and isinstance(tea["id"], int)
+            )
             await call(s, "add_memory", messages="I love hiking", user_id="bob", infer=False)
-            inferred = await call(s, "add_memory", messages=[{"role": "user", "content": "I adopted a cat"}],
-                                  user_id="alice")  # extraction + the Memory Manager (scripted replies)
+            inferred = await call(
+                s, "add_memory", messages=[{"role": "user", "content": "I adopted a cat"}], user_id="alice"
+            )  # extraction + the Memory Manager (scripted replies)
             assert [op["event"] for op in inferred["results"]] == ["ADD"]
             assert inferred["usage"]["manage"]["prompt_tokens"] > 0
             hits = (await call(s, "search_memories", query="green tea", user_id="alice", limit=1))["results"]
@@ -95,8 +108,10 @@ def test_tools_over_streamable_http_have_output_schemas_and_return_structured_co
             updated = await call(s, "update_memory", memory_id=tea["id"], text="I love black tea")
             assert updated["memory"] == "I love black tea"
             history = (await call(s, "memory_history", memory_id=tea["id"]))["results"]
-            assert [(h["event"], h["new_memory"]) for h in history] == [("ADD", "I love green tea"),
-                                                                       ("UPDATE", "I love black tea")]
+            assert [(h["event"], h["new_memory"]) for h in history] == [
+                ("ADD", "I love green tea"),
+                ("UPDATE", "I love black tea"),
+            ]
             assert (await call(s, "delete_memory", memory_id=tea["id"]))["deleted"] is True
             assert (await call(s, "get_memory", memory_id=tea["id"]))["deleted"] is True
             assert len((await call(s, "list_memories", user_id="alice"))["results"]) == 1
@@ -121,8 +136,12 @@ def test_unknown_ids_and_bad_input_are_tool_errors_and_the_session_goes_on(serve
             assert "not found" in await tool_error(s, "update_memory", memory_id=999_999, text="x")
             assert "not found" in await tool_error(s, "memory_history", memory_id=999_999)
             assert "scope needs at least one" in await tool_error(s, "add_memory", messages="hi", infer=False)
-            assert "invalid request" in await tool_error(s, "add_memory", messages=[], user_id="a", infer=False)
-            assert "invalid request" in await tool_error(s, "search_memories", query="q", user_id="a", limit=0)
+            assert "invalid request" in await tool_error(
+                s, "add_memory", messages=[], user_id="a", infer=False
+            )
+            assert "invalid request" in await tool_error(
+                s, "search_memories", query="q", user_id="a", limit=0
+            )
             await tool_error(s, "get_memory", memory_id="abc")  # fails the input schema
             assert (await call(s, "list_memories", user_id="a"))["results"] == []  # nothing half-written
             await call(s, "add_memory", messages="still serving", user_id="a", infer=False)
@@ -138,14 +157,23 @@ def test_http_refuses_missing_or_unknown_keys_and_keeps_tenants_apart(which, scr
     app = create_app(memory, keys, config) if which == "serve" else mcp_app(Service(memory, keys, config))
     server = live(app)
     a, b = keys.create("tenant-a"), keys.create("tenant-b")
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "t", "version": "0"}}}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "0"},
+        },
+    }
     accept = {"Accept": "application/json, text/event-stream"}
     for headers in ({}, {"Authorization": "Bearer mr1_wrong"}, {"Authorization": "Basic abc"}):
         r = httpx.post(f"{server.url}/mcp", json=init, headers=accept | headers)
         assert r.status_code == 401 and r.json()["error"] == "unauthorized", r.text
-    r = httpx.post(f"{server.url}/mcp", content=b"x" * 300_000, headers=accept | {"Authorization": f"Token {a}"})
+    r = httpx.post(
+        f"{server.url}/mcp", content=b"x" * 300_000, headers=accept | {"Authorization": f"Token {a}"}
+    )
     assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
 
     async def without_key() -> None:
@@ -157,7 +185,9 @@ def test_http_refuses_missing_or_unknown_keys_and_keeps_tenants_apart(which, scr
 
     async def main() -> None:
         async with http_session(server.url, a) as sa, http_session(server.url, b) as sb:
-            [mine] = (await call(sa, "add_memory", messages="a's secret", user_id="alice", infer=False))["results"]
+            [mine] = (await call(sa, "add_memory", messages="a's secret", user_id="alice", infer=False))[
+                "results"
+            ]
             await call(sb, "add_memory", messages="b's note", user_id="alice", infer=False)
             assert "not found" in await tool_error(sb, "get_memory", memory_id=mine["id"])
             assert "not found" in await tool_error(sb, "delete_memory", memory_id=mine["id"])
@@ -165,7 +195,8 @@ def test_http_refuses_missing_or_unknown_keys_and_keeps_tenants_apart(which, scr
             assert [m["memory"] for m in found] == ["b's note"]
             assert (await call(sb, "delete_all_memories", user_id="alice")) == {"deleted": 1}
             assert [m["memory"] for m in (await call(sa, "list_memories", user_id="alice"))["results"]] == [
-                "a's secret"]
+                "a's secret"
+            ]
 
     run(main)
 
@@ -174,21 +205,40 @@ def test_stdio_session_on_a_memory_r1_mcp_subprocess(tmp_path: Path, scripted_ag
     """The command an agent host runs (`memory-r1 mcp`), on a store file the CLI and `Memory()` then read."""
     store = tmp_path / "bank.db"
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    params = StdioServerParameters(command=sys.executable, env=env, args=[
-        "-m", "memory_r1.cli", "mcp", "--store", str(store), "--model", "tiny-random", "--embedding-model", "hashing"])
+    params = StdioServerParameters(
+        command=sys.executable,
+        env=env,
+        args=[
+            "-m",
+            "memory_r1.cli",
+            "mcp",
+            "--store",
+            str(store),
+            "--model",
+            "tiny-random",
+            "--embedding-model",
+            "hashing",
+        ],
+    )
 
     async def main() -> None:
         async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
             await s.initialize()
             assert {t.name for t in (await s.list_tools()).tools} == TOOLS
-            for text, user in (("I love green tea", "alice"), ("I love hiking", "bob"), ("I live in Porto", "alice")):
+            for text, user in (
+                ("I love green tea", "alice"),
+                ("I love hiking", "bob"),
+                ("I live in Porto", "alice"),
+            ):
                 await call(s, "add_memory", messages=text, user_id=user, infer=False)
             hits = (await call(s, "search_memories", query="green tea", user_id="alice"))["results"]
             assert hits[0]["memory"] == "I love green tea"
             assert {h["user_id"] for h in hits} == {"alice"} and len(hits) == 2
             assert "not found" in await tool_error(s, "get_memory", memory_id=424242)
             answer = await call(s, "answer_question", question="What do I love?", user_id="alice")
-            assert isinstance(answer["answer"], str) and isinstance(answer["memory_ids"], list)  # tiny model: any text
+            assert isinstance(answer["answer"], str) and isinstance(
+                answer["memory_ids"], list
+            )  # tiny model: any text
 
     run(main)
     with Memory(str(store), scripted_agents()) as memory:  # written through, no tenant: the user's own store
@@ -197,13 +247,16 @@ def test_stdio_session_on_a_memory_r1_mcp_subprocess(tmp_path: Path, scripted_ag
 
 
 def test_rest_and_mcp_share_one_postgresql_store(pg_dsn: str, scripted_agents, live) -> None:
-    """`memory-r1 serve --store postgresql://...`: REST and MCP writes land in one PostgreSQL store, by tenant."""
+    """`memory-r1 serve --store postgresql://...`: REST and MCP writes land in one PostgreSQL store, by
+    tenant."""
     keys = KeyStore()
     memory = Memory(pg_dsn, scripted_agents())
     server = live(create_app(memory, keys, ServiceConfig(rate_per_minute=10**6)))
     a, b = keys.create("tenant-a"), keys.create("tenant-b")
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Token {a}"}, timeout=30) as rest:
-        added = rest.post("/v1/memories/", json={"messages": "I love green tea", "user_id": "alice", "infer": False})
+        added = rest.post(
+            "/v1/memories/", json={"messages": "I love green tea", "user_id": "alice", "infer": False}
+        )
         assert added.status_code == 200, added.text
         [tea] = added.json()["results"]
 

@@ -76,12 +76,16 @@ def test_add_search_list_update_history_undo_over_http(service) -> None:
         [op] = added.json()["results"]
         assert op["event"] == "ADD" and op["memory"] == "I love green tea"
         inferred = c.post("/v1/memories/", json={"messages": "I adopted a cat", "user_id": "alice"}).json()
-        assert [r["event"] for r in inferred["results"]] == ["ADD"] and inferred["usage"]["manage"]["prompt_tokens"]
-        hits = c.post("/v1/memories/search/", json={"query": "green tea", "user_id": "alice", "limit": 1}).json()
+        assert [r["event"] for r in inferred["results"]] == ["ADD"] and inferred["usage"]["manage"][
+            "prompt_tokens"
+        ]
+        hits = c.post("/v1/memories/search/",
+                      json={"query": "green tea", "user_id": "alice", "limit": 1}).json()
         assert [h["memory"] for h in hits["results"]] == ["I love green tea"]
         listed = c.get("/v1/memories/", params={"user_id": "alice", "page_size": 1, "page": 2}).json()
         assert len(listed["results"]) == 1
-        assert c.put(f"/v1/memories/{op['id']}/", json={"text": "I love black tea"}).json()["memory"] == "I love black tea"
+        assert c.put(f"/v1/memories/{op['id']}/",
+                     json={"text": "I love black tea"}).json()["memory"] == "I love black tea"
         history = c.get(f"/v1/memories/{op['id']}/history/").json()
         assert [h["event"] for h in history] == ["ADD", "UPDATE"]
         assert c.post(f"/v1/history/{history[-1]['id']}/undo/").status_code == 200
@@ -113,12 +117,14 @@ def test_no_tenant_ever_sees_another_tenants_memories(service) -> None:
     server, admin, _ = service
     rng = random.Random(12)
     with client(server, admin) as c:
-        tenants = {f"tenant{i}": c.post("/v1/keys/", json={"tenant": f"tenant{i}"}).json()["key"] for i in range(6)}
+        tenants = {f"tenant{i}": c.post("/v1/keys/",
+                                        json={"tenant": f"tenant{i}"}).json()["key"] for i in range(6)}
     owned: dict[str, list[int]] = {t: [] for t in tenants}
     for tenant, key in tenants.items():
         with client(server, key) as c:
             for j in range(4):
-                r = c.post("/v1/memories/", json={"messages": f"{tenant} secret {j}", "user_id": rng.choice("ab"),
+                r = c.post("/v1/memories/",
+                           json={"messages": f"{tenant} secret {j}", "user_id": rng.choice("ab"),
                                                   "infer": False})
                 owned[tenant] += [op["id"] for op in r.json()["results"]]
     for _ in range(150):
@@ -142,7 +148,8 @@ def test_no_tenant_ever_sees_another_tenants_memories(service) -> None:
                 r = c.post(f"/v1/history/{target}/undo/")
             else:
                 if route == 6:
-                    body = c.post("/v1/memories/search/", json={"query": f"{victim} secret", "user_id": user}).json()
+                    body = c.post("/v1/memories/search/",
+                                  json={"query": f"{victim} secret", "user_id": user}).json()
                 elif route == 7:
                     body = c.get("/v1/memories/", params={"user_id": user}).json()
                 else:
@@ -160,22 +167,29 @@ def test_no_tenant_ever_sees_another_tenants_memories(service) -> None:
 
 def test_bad_input_gets_a_4xx_json_error_never_a_500(service) -> None:
     server, admin, _ = service
-    bad = [("post", "/v1/memories/", {"json": {"messages": [], "user_id": "a"}}),
-           ("post", "/v1/memories/", {"json": {"messages": [{"role": "user"}], "user_id": "a"}}),
-           ("post", "/v1/memories/", {"json": {"messages": "hi"}}),
-           ("post", "/v1/memories/", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
-           ("post", "/v1/memories/", {"json": {"messages": "x" * 300_000, "user_id": "a"}}),
-           ("post", "/v1/memories/", {"json": {"messages": [{"role": "user", "content": "m"}] * 101, "user_id": "a"}}),
-           ("post", "/v1/memories/search/", {"json": {"query": "", "user_id": "a"}}),
-           ("post", "/v1/memories/search/", {"json": {"query": "q", "user_id": "a", "limit": 0}}),
-           ("get", "/v1/memories/999999/", {}), ("get", "/v1/memories/abc/", {}),
-           ("get", "/v1/memories/99999999999999999999999/", {}),
-           ("get", "/v1/memories/", {"params": {"user_id": "a", "page": 0}}),
-           ("get", "/v1/memories/", {}),
-           ("put", "/v1/memories/1/", {"json": {"text": ""}}),
-           ("post", "/v1/history/424242/undo/", {}),
-           ("post", "/v1/import/", {"content": b"\xff\xfe"}),
-           ("post", "/v1/import/", {"content": b'{"format": 9}'})]
+    bad = [
+        ("post", "/v1/memories/", {"json": {"messages": [], "user_id": "a"}}),
+        ("post", "/v1/memories/", {"json": {"messages": [{"role": "user"}], "user_id": "a"}}),
+        ("post", "/v1/memories/", {"json": {"messages": "hi"}}),
+        ("post", "/v1/memories/", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
+        ("post", "/v1/memories/", {"json": {"messages": "x" * 300_000, "user_id": "a"}}),
+        (
+            "post",
+            "/v1/memories/",
+            {"json": {"messages": [{"role": "user", "content": "m"}] * 101, "user_id": "a"}},
+        ),
+        ("post", "/v1/memories/search/", {"json": {"query": "", "user_id": "a"}}),
+        ("post", "/v1/memories/search/", {"json": {"query": "q", "user_id": "a", "limit": 0}}),
+        ("get", "/v1/memories/999999/", {}),
+        ("get", "/v1/memories/abc/", {}),
+        ("get", "/v1/memories/99999999999999999999999/", {}),
+        ("get", "/v1/memories/", {"params": {"user_id": "a", "page": 0}}),
+        ("get", "/v1/memories/", {}),
+        ("put", "/v1/memories/1/", {"json": {"text": ""}}),
+        ("post", "/v1/history/424242/undo/", {}),
+        ("post", "/v1/import/", {"content": b"\xff\xfe"}),
+        ("post", "/v1/import/", {"content": b'{"format": 9}'}),
+    ]
     with client(server, admin) as c:
         for method, path, kw in bad:
             r = getattr(c, method)(path, **kw)

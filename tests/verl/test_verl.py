@@ -19,7 +19,9 @@ from types import SimpleNamespace
 
 import pytest
 
-verl = pytest.importorskip("verl", reason="verl is not installed here: CI runs tests/verl in .venv-verl (bash scripts/setup-verl.sh)")
+verl = pytest.importorskip(
+    "verl", reason="verl is not installed here: CI runs tests/verl in .venv-verl (bash scripts/setup-verl.sh)"
+)
 
 import numpy as np
 import torch
@@ -46,10 +48,13 @@ WINDOW = 10  # small, so the window hides memories and the test sees whether bot
 
 
 def _conftest():
-    """The shared scripted teacher of tests/conftest.py (its fixtures are per test; these datasets are per module)."""
+    """The shared scripted teacher of tests/conftest.py (its fixtures are per test; these datasets are per
+    module)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("memory_r1_test_support", Path(__file__).parents[1] / "conftest.py")
+    spec = importlib.util.spec_from_file_location(
+        "memory_r1_test_support", Path(__file__).parents[1] / "conftest.py"
+    )
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
@@ -61,15 +66,24 @@ def _system(generator, bank: Path):
     from memory_r1.pipeline import Agents, MemorySystem
 
     store = SQLiteStore(bank, embedding_model=EMBEDDER.name, dim=EMBEDDER.dim)
-    return MemorySystem(store, Agents(EMBEDDER, FactExtractor(generator), MemoryManager(generator, EMBEDDER),
-                                      AnswerAgent(generator, EMBEDDER)))
+    return MemorySystem(
+        store,
+        Agents(
+            EMBEDDER,
+            FactExtractor(generator),
+            MemoryManager(generator, EMBEDDER),
+            AnswerAgent(generator, EMBEDDER),
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
 def conversations(locomo_path):
     data = load_locomo(locomo_path)
-    return {"conv-26": select_sessions(get_conversation(data, "conv-26"), {1, 2}),
-            "conv-30": select_sessions(get_conversation(data, "conv-30"), {1})}
+    return {
+        "conv-26": select_sessions(get_conversation(data, "conv-26"), {1, 2}),
+        "conv-30": select_sessions(get_conversation(data, "conv-30"), {1}),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +103,15 @@ def exports(datasets, conversations):
     out = {}
     for agent in ("answer", "manager"):
         out[agent] = datasets / f"export-{agent}"
-        export(agent, datasets / f"{agent}-conv-26", datasets / f"{agent}-conv-30", out[agent], embedder=EMBEDDER,
-               conversations=conversations, window=WINDOW)
+        export(
+            agent,
+            datasets / f"{agent}-conv-26",
+            datasets / f"{agent}-conv-30",
+            out[agent],
+            embedder=EMBEDDER,
+            conversations=conversations,
+            window=WINDOW,
+        )
     return out
 
 
@@ -102,8 +123,13 @@ def tokenizer(tiny_model_dir):
 
 
 def _compose(preset: str, agent: str, export_dir: Path, answerer: Answerer | None = None):
-    ov = overrides(PRESETS[preset], export_dir, {"agent": agent, "embedding_model": EMBEDDER.name},
-                   export_dir / "run", answerer or Answerer("frozen"))
+    ov = overrides(
+        PRESETS[preset],
+        export_dir,
+        {"agent": agent, "embedding_model": EMBEDDER.name},
+        export_dir / "run",
+        answerer or Answerer("frozen"),
+    )
     with initialize_config_module("verl.trainer.config", version_base=None):
         return compose("ppo_trainer", overrides=ov)
 
@@ -128,7 +154,11 @@ def test_every_preset_composes_through_verls_config(name, tmp_path):
         assert "hf_model" in ar.actor.checkpoint.save_contents
         assert cfg.reward.custom_reward_function.path == str(rewards_path())
         if preset.algo == "grpo":
-            assert cfg.algorithm.adv_estimator == "grpo" and ar.actor.use_kl_loss and n == preset.recipe.group_size
+            assert (
+                cfg.algorithm.adv_estimator == "grpo"
+                and ar.actor.use_kl_loss
+                and n == preset.recipe.group_size
+            )
         else:
             assert cfg.algorithm.adv_estimator == "gae" and cfg.critic.optim.lr == 1e-5 and n == 1
             assert cfg.critic.model.path == preset.model.hub_id
@@ -141,8 +171,12 @@ def test_every_preset_composes_through_verls_config(name, tmp_path):
 
 def test_paper_presets_cover_the_papers_models():
     models = {p.model.hub_id for p in PRESETS.values()}
-    assert {"Qwen/Qwen2.5-3B-Instruct", "Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-14B-Instruct",
-            "meta-llama/Llama-3.1-8B-Instruct"} <= models
+    assert {
+        "Qwen/Qwen2.5-3B-Instruct",
+        "Qwen/Qwen2.5-7B-Instruct",
+        "Qwen/Qwen2.5-14B-Instruct",
+        "meta-llama/Llama-3.1-8B-Instruct",
+    } <= models
     assert PRESETS["smoke-grpo"].model.gpus == 1
 
 
@@ -166,17 +200,28 @@ def test_exported_parquet_loads_through_verls_rlhf_dataset(agent, exports, datas
         row = data[0]
         assert row["data_source"] == f"memory-r1/{agent}" and row["extra_info"]["split"] == split
         if split == "train" and agent == "answer":
-            assert row["raw_prompt"] == local[0]["messages"] and row["reward_model"]["ground_truth"] == local[0]["gold"]
+            assert (
+                row["raw_prompt"] == local[0]["messages"]
+                and row["reward_model"]["ground_truth"] == local[0]["gold"]
+            )
             assert row["extra_info"]["memory_ids"] == local[0]["memory_ids"]
         if split == "train" and agent == "manager":
             assert (exports[agent] / row["extra_info"]["bank"]).exists()
-            assert [q["gold"] for q in row["extra_info"]["questions"]] == [q["gold"] for q in local[0]["questions"]]
+            assert [q["gold"] for q in row["extra_info"]["questions"]] == [
+                q["gold"] for q in local[0]["questions"]
+            ]
 
 
 def test_manager_prompts_equal_the_local_environments(exports, datasets, conversations):
     local = load_examples(datasets / "manager-conv-26" / "manager.jsonl", ManagerExample)
-    env = ManagerEnv(datasets / "manager-conv-26", local, conversations["conv-26"], MemoryManager(NotSampled(), EMBEDDER),
-                     AnswerAgent(NotSampled(), EMBEDDER), window=WINDOW)
+    env = ManagerEnv(
+        datasets / "manager-conv-26",
+        local,
+        conversations["conv-26"],
+        MemoryManager(NotSampled(), EMBEDDER),
+        AnswerAgent(NotSampled(), EMBEDDER),
+        window=WINDOW,
+    )
     import pyarrow.parquet as pq
 
     rows = pq.read_table(exports["manager"] / "train.parquet").to_pylist()
@@ -184,9 +229,10 @@ def test_manager_prompts_equal_the_local_environments(exports, datasets, convers
     from memory_r1.bank import SQLiteStore
 
     last = rows[-1]["extra_info"]
-    with SQLiteStore(exports["manager"] / last["bank"]) as windowed, SQLiteStore(
-        datasets / "manager-conv-26" / local[-1].bank
-    ) as full:
+    with (
+        SQLiteStore(exports["manager"] / last["bank"]) as windowed,
+        SQLiteStore(datasets / "manager-conv-26" / local[-1].bank) as full,
+    ):
         assert windowed.count() == WINDOW < full.count()  # the window mattered, and was applied once
 
 
@@ -207,8 +253,9 @@ def _data_item(tokenizer, row: dict, response: str):
     responses = torch.tensor([ids + [tokenizer.pad_token_id or 0] * 3])  # right padding
     mask = torch.cat([torch.ones_like(prompt), torch.tensor([[1] * len(ids) + [0] * 3])], dim=1)
     non_tensors = {k: np.array([row[k]], dtype=object) for k in ("data_source", "reward_model", "extra_info")}
-    data = DataProto.from_dict(tensors={"prompts": prompt, "responses": responses, "attention_mask": mask},
-                               non_tensors=non_tensors)
+    data = DataProto.from_dict(
+        tensors={"prompts": prompt, "responses": responses, "attention_mask": mask}, non_tensors=non_tensors
+    )
     return data, tokenizer.decode(ids, skip_special_tokens=True)
 
 
@@ -250,7 +297,8 @@ def test_answer_reward_under_verl_equals_the_local_trainers(reward, exports, dat
 
 class FrozenAnswerer(ThreadingHTTPServer):
     """An OpenAI-compatible chat server: the first word of the gold answer plus a wrong word, so F1 is partial
-    and EM is 0, unless the question's first memory was written by the rollout ("zebra" in it): then the gold."""
+    and EM is 0, unless the question's first memory was written by the rollout ("zebra" in it): then the
+    gold."""
 
     def __init__(self, golds: dict[str, str]) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -303,8 +351,9 @@ def _manager_outputs(ex: ManagerExample, shown: int) -> list[str]:
 
 
 @pytest.mark.parametrize("reward", ["em", "f1"])
-def test_manager_reward_under_verl_equals_the_local_trainers(reward, exports, datasets, conversations, tokenizer,
-                                                              answerer):
+def test_manager_reward_under_verl_equals_the_local_trainers(
+    reward, exports, datasets, conversations, tokenizer, answerer
+):
     import pyarrow.parquet as pq
 
     cfg = _compose("smoke-grpo", "manager", exports["manager"], Answerer("frozen", answerer.base_url))
@@ -313,8 +362,15 @@ def test_manager_reward_under_verl_equals_the_local_trainers(reward, exports, da
     manager = _reward_manager(cfg, tokenizer)
     local = load_examples(datasets / "manager-conv-26" / "manager.jsonl", ManagerExample)
     frozen = OpenAIGenerator("frozen", base_url=answerer.base_url)
-    env = ManagerEnv(datasets / "manager-conv-26", local, conversations["conv-26"],
-                     MemoryManager(NotSampled(), EMBEDDER), AnswerAgent(frozen, EMBEDDER), window=WINDOW, reward=reward)
+    env = ManagerEnv(
+        datasets / "manager-conv-26",
+        local,
+        conversations["conv-26"],
+        MemoryManager(NotSampled(), EMBEDDER),
+        AnswerAgent(frozen, EMBEDDER),
+        window=WINDOW,
+        reward=reward,
+    )
     rows = pq.read_table(exports["manager"] / "train.parquet").to_pylist()
     values = []
     for row, ex in list(zip(rows, local, strict=True))[-3:]:  # the latest turns: the window hides memories
@@ -346,9 +402,24 @@ def test_export_command_writes_parquet_and_a_launch_script(datasets, locomo_path
     from memory_r1.cli import app
 
     out = tmp_path / "export"
-    args = ["export", "verl", "--agent", "manager", "--dataset", str(datasets / "manager-conv-26"),
-            "--val-dataset", str(datasets / "manager-conv-30"), "--out", str(out), "--data", str(locomo_path),
-            "--preset", "smoke-grpo", "--answerer-model", "Qwen/Qwen2.5-0.5B-Instruct"]
+    args = [
+        "export",
+        "verl",
+        "--agent",
+        "manager",
+        "--dataset",
+        str(datasets / "manager-conv-26"),
+        "--val-dataset",
+        str(datasets / "manager-conv-30"),
+        "--out",
+        str(out),
+        "--data",
+        str(locomo_path),
+        "--preset",
+        "smoke-grpo",
+        "--answerer-model",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (out / "train.parquet").exists() and (out / "val.parquet").exists()
@@ -401,15 +472,19 @@ class ScriptedReplica:
         self.sampling.append(sampling_params)
         await asyncio.sleep(0)  # let the other trajectories' requests interleave, as on a real server
         ids = self.tokenizer.encode(self.script[key].pop(0), add_special_tokens=False)
-        return TokenOutput(token_ids=ids + [self.tokenizer.eos_token_id], log_probs=None, stop_reason="completed")
+        return TokenOutput(
+            token_ids=ids + [self.tokenizer.eos_token_id], log_probs=None, stop_reason="completed"
+        )
 
 
 def _agent_loop(cfg, tokenizer, tiny_model_dir, export_dir: Path, script: dict[int, list[str]]):
     """One step's rollouts along verl's trainer path, minus vLLM and Ray: its RLHFDataset and collate_fn, the
-    trainer's gen-batch split and rollout.n repeat, `AgentLoopWorker.generate_sequences` running the registered
+    trainer's gen-batch split and rollout.n repeat, `AgentLoopWorker.generate_sequences` running the
+    registered
     `single_turn_agent` through `LLMServerClient` and `GlobalRequestLoadBalancer`, and the streaming reward in
     `RewardLoopWorker` (its naive reward manager calls our compute_score in its thread pool, every trajectory
-    in flight at once). `script`: parquet row -> its G outputs. -> (the output DataProto, the rows repeated)."""
+    in flight at once). `script`: parquet row -> its G outputs. -> (the output DataProto, the rows
+    repeated)."""
     import pyarrow.parquet as pq
     from verl import DataProto
     from verl.experimental.agent_loop import AgentLoopWorker
@@ -426,15 +501,22 @@ def _agent_loop(cfg, tokenizer, tiny_model_dir, export_dir: Path, script: dict[i
     cfg.actor_rollout_ref.model.path = str(tiny_model_dir)  # the tokenizer verl's workers load
     rows = pq.read_table(export_dir / "train.parquet").to_pylist()
     replica = ScriptedReplica(tokenizer, {rows[i]["prompt"][-1]["content"]: script[i] for i in picked})
-    data = RLHFDataset(cfg.data.train_files, tokenizer, OmegaConf.merge(cfg.data, {"filter_overlong_prompts": False}),
-                       max_samples=-1)
+    data = RLHFDataset(
+        cfg.data.train_files,
+        tokenizer,
+        OmegaConf.merge(cfg.data, {"filter_overlong_prompts": False}),
+        max_samples=-1,
+    )
     batch = DataProto.from_single_dict(collate_fn([data[i] for i in picked]))
     batch.non_tensor_batch["uid"] = np.array([str(i) for i in picked], dtype=object)
     gen = RayPPOTrainer._get_gen_batch(None, batch).repeat(repeat_times=G, interleave=True)  # type: ignore[arg-type]
     gen.non_tensor_batch["priority"] = np.arange(len(gen), dtype=np.int64)  # as AgentLoopManager sets it
-    client = LLMServerClient(cfg, InProcessActor(GlobalRequestLoadBalancer({"replica-0": InProcessActor(replica)})))
+    client = LLMServerClient(
+        cfg, InProcessActor(GlobalRequestLoadBalancer({"replica-0": InProcessActor(replica)}))
+    )
     worker = AgentLoopWorker(cfg, client, reward_loop_worker_handles=[InProcessActor(RewardLoopWorker(cfg))])
-    # verl's workers bind to the loop current when they are built (in Ray, the actor's own), so run on that one
+    # verl's workers bind to the loop current when they are built (in Ray, the actor's own), so run on
+    # that one
     out = get_event_loop().run_until_complete(worker.generate_sequences(gen))
     assert len(out) == G * len(picked) and all(s["temperature"] == 1.0 for s in replica.sampling)
     return out, [int(i) for i in np.repeat(picked, G)]
@@ -443,19 +525,27 @@ def _agent_loop(cfg, tokenizer, tiny_model_dir, export_dir: Path, script: dict[i
 def _responses(out, tokenizer) -> list[str]:
     P = out.batch["prompts"].shape[1]
     lengths = out.batch["attention_mask"][:, P:].sum(-1).tolist()
-    return [tokenizer.decode(out.batch["responses"][k, :n], skip_special_tokens=True) for k, n in enumerate(lengths)]
+    return [
+        tokenizer.decode(out.batch["responses"][k, :n], skip_special_tokens=True)
+        for k, n in enumerate(lengths)
+    ]
 
 
-def test_answer_reward_through_verls_agent_loop_equals_the_local_trainers(exports, datasets, tokenizer,
-                                                                          tiny_model_dir):
+def test_answer_reward_through_verls_agent_loop_equals_the_local_trainers(
+    exports, datasets, tokenizer, tiny_model_dir
+):
     cfg = _compose("smoke-grpo", "answer", exports["answer"])
     local = load_examples(datasets / "answer-conv-26" / "answer.jsonl", AnswerExample)
-    script = {i: [t.format(gold=local[i].gold, first=local[i].gold.split()[0]) for t in ANSWER_OUTPUTS]
-              for i in range(3)}
+    script = {
+        i: [t.format(gold=local[i].gold, first=local[i].gold.split()[0]) for t in ANSWER_OUTPUTS]
+        for i in range(3)
+    }
     out, rows = _agent_loop(cfg, tokenizer, tiny_model_dir, exports["answer"], script)
     env = AnswerEnv(local, "em")
     scores = out.batch["rm_scores"].sum(-1).tolist()  # verl puts the score on the last response token
-    expected = [env.score(local[i], [text])[0] for i, text in zip(rows, _responses(out, tokenizer), strict=True)]
+    expected = [
+        env.score(local[i], [text])[0] for i, text in zip(rows, _responses(out, tokenizer), strict=True)
+    ]
     assert scores == pytest.approx([e.reward for e in expected])
     assert out.non_tensor_batch["parsed"].tolist() == [float(e.parsed) for e in expected]
     assert 0.0 in scores and 1.0 in scores
@@ -472,8 +562,14 @@ def test_manager_reward_through_verls_agent_loop_keeps_a_bank_per_trajectory(
     cfg = _compose("smoke-grpo", "manager", exports["manager"], Answerer("frozen", answerer.base_url))
     local = load_examples(datasets / "manager-conv-26" / "manager.jsonl", ManagerExample)
     frozen = OpenAIGenerator("frozen", base_url=answerer.base_url)
-    env = ManagerEnv(datasets / "manager-conv-26", local, conversations["conv-26"],
-                     MemoryManager(NotSampled(), EMBEDDER), AnswerAgent(frozen, EMBEDDER), window=WINDOW)
+    env = ManagerEnv(
+        datasets / "manager-conv-26",
+        local,
+        conversations["conv-26"],
+        MemoryManager(NotSampled(), EMBEDDER),
+        AnswerAgent(frozen, EMBEDDER),
+        window=WINDOW,
+    )
     picked = list(range(len(local)))[-3:]  # the latest turns: memories shown, some hidden by the window
     script = {i: _manager_outputs(local[i], len(env.prompt(local[i]).shown)) for i in picked}
     banks = sorted(exports["manager"].rglob("*.db"))

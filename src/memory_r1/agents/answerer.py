@@ -11,6 +11,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from types import ModuleType
+
+import numpy as np
 
 from memory_r1.agents.parsing import parse_answer
 from memory_r1.bank import MemoryStore
@@ -62,23 +65,28 @@ class AnswerAgent:
         self.config = config
 
     @property
-    def prompt(self):
+    def prompt(self) -> ModuleType:
+        """The prompt module (`VERSION`, `render`): with or without the distillation step."""
         return answer_prompt if self.config.distill else answer_direct
 
     @property
     def prompt_version(self) -> str:
         return self.prompt.VERSION
 
-    def build_prompts(self, store: MemoryStore, questions: Sequence[str], owners: Sequence[tuple[str, str]]) -> list[AnswerPrompt]:
+    def build_prompts(self, store: MemoryStore, questions: Sequence[str],
+                      owners: Sequence[tuple[str, str]]) -> list[AnswerPrompt]:
         """`owners`: (speaker name as shown, bank owner id) for each speaker of the conversation."""
         start = time.perf_counter()
         vectors = self.embedder.embed(list(questions))
         embed_s = (time.perf_counter() - start) / max(len(questions), 1)
         return [self._build(store, q, v, owners, embed_s) for q, v in zip(questions, vectors, strict=True)]
 
-    def _build(self, store: MemoryStore, question: str, vector, owners: Sequence[tuple[str, str]], embed_s: float) -> AnswerPrompt:
+    def _build(self, store: MemoryStore, question: str, vector: np.ndarray, owners: Sequence[tuple[str, str]],
+               embed_s: float) -> AnswerPrompt:
         start = time.perf_counter()
-        retrieved = [(speaker, store.search(owner, vector, self.config.top_k_per_speaker)) for speaker, owner in owners]
+        retrieved = [
+            (speaker, store.search(owner, vector, self.config.top_k_per_speaker)) for speaker, owner in owners
+        ]
         search_s = embed_s + time.perf_counter() - start
         question = _cut(question, self.config.max_question_chars)
         built = self._render(question, retrieved, None)
@@ -116,14 +124,17 @@ class AnswerAgent:
         return AnswerPrompt(self.prompt.render(question, blocks), numbered, 0.0, len(pool) - len(numbered))
 
     def answer(
-        self, store: MemoryStore, questions: Sequence[str], owners: Sequence[tuple[str, str]], seed: int | None = None
+        self, store: MemoryStore, questions: Sequence[str], owners: Sequence[tuple[str, str]],
+        seed: int | None = None
     ) -> list[Answer]:
         """Answer a batch of questions (greedy unless the config sets a temperature)."""
         return self.answer_prompts(questions, self.build_prompts(store, questions, owners), seed=seed)
 
-    def answer_prompts(self, questions: Sequence[str], built: Sequence[AnswerPrompt], seed: int | None = None) -> list[Answer]:
+    def answer_prompts(self, questions: Sequence[str], built: Sequence[AnswerPrompt],
+                       seed: int | None = None) -> list[Answer]:
         """The answer step on prompts already built (from one bank or several): one batched generation."""
-        config = GenerationConfig(max_new_tokens=self.config.max_new_tokens, temperature=self.config.temperature, seed=seed)
+        config = GenerationConfig(max_new_tokens=self.config.max_new_tokens,
+                                  temperature=self.config.temperature, seed=seed)
         outputs = self._generate([b.messages for b in built], config)
         return [self.to_answer(q, b, g.text, g.usage) if isinstance(g, Generation)
                 else replace(self.to_answer(q, b, ""), parse_error=g)
@@ -148,8 +159,8 @@ class AnswerAgent:
     def to_answer(self, question: str, built: AnswerPrompt, raw: str, usage: Usage = Usage()) -> Answer:
         parsed = parse_answer(raw, set(built.numbered))
         selected = tuple(built.numbered[n].entry.id for n in parsed.selected_numbers)
-        return Answer(question, parsed.answer, selected, tuple(built.numbered.values()), raw, self.prompt_version,
-                      usage=usage, parse_error=parsed.error, search_s=built.search_s,
+        return Answer(question, parsed.answer, selected, tuple(built.numbered.values()), raw,
+                      self.prompt_version, usage=usage, parse_error=parsed.error, search_s=built.search_s,
                       dropped_memories=built.dropped)
 
 

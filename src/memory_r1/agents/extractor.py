@@ -69,7 +69,8 @@ class FactExtractor:
     def prompt_version(self) -> str:
         return prompt.VERSION
 
-    def extract(self, turns: Sequence[Turn], owners: Sequence[str], previous: Sequence[Turn | None]) -> list[Extraction]:
+    def extract(self, turns: Sequence[Turn], owners: Sequence[str],
+                previous: Sequence[Turn | None]) -> list[Extraction]:
         """One extraction per turn; `owners[i]` is the bank that will hold turn i's facts.
 
         One turn never costs the others: a turn too long for the model is cut (or skipped, with the
@@ -81,7 +82,11 @@ class FactExtractor:
         for i, (turn, owner, prep) in enumerate(zip(turns, owners, prepared, strict=True)):
             out = outputs.get(i, prep.skipped or "skipped")
             if isinstance(out, str):  # no output: skipped, or generation failed
-                facts = (self._fact(prep.line, owner, turn),) if self.config.fallback_to_turn and i in outputs else ()
+                facts = (
+                    (self._fact(prep.line, owner, turn),)
+                    if self.config.fallback_to_turn and i in outputs
+                    else ()
+                )
                 results.append(Extraction(turn, facts, "", Usage(), out, prep.truncated_chars))
             else:
                 results.append(self._to_extraction(turn, owner, out.text, out.usage, prep))
@@ -98,7 +103,8 @@ class FactExtractor:
         # Over the model's budget: the context line goes first, then the turn is cut to the longest
         # prefix that fits (binary search on characters; each probe tokenizes one short prompt).
         if not self._fits("", turn, None, limit):
-            return _Prepared("", None, len(full), f"skipped: even an empty turn's prompt exceeds {limit} tokens")
+            return _Prepared("", None, len(full),
+                             f"skipped: even an empty turn's prompt exceeds {limit} tokens")
         lo, hi = 0, min(len(full), cap)  # lo fits, hi may not
         while lo < hi:
             mid = (lo + hi + 1) // 2

@@ -40,16 +40,28 @@ def _mem0_schema() -> dict[str, Any]:
                                              "event": {"enum": ["ADD", "UPDATE", "DELETE", "NONE"]},
                                              "old_memory": {"type": "string"}},
             "required": ["id", "text", "event"]}
-    return {"type": "object", "properties": {"memory": {"type": "array", "items": item}}, "required": ["memory"]}
+    return {"type": "object", "properties": {"memory": {"type": "array", "items": item}},
+            "required": ["memory"]}
 
 
 PROTOCOLS: dict[str, Protocol] = {
-    manage.VERSION: Protocol(manage.VERSION, str, manage.render,
-                             lambda text, ids, texts, _facts: parse_operations(text, ids, texts), _mem0_schema),
-    manage_v2.VERSION_JSON: Protocol(manage_v2.VERSION_JSON, manage_v2.memory_label, manage_v2.render_json,
-                                     parse_decisions, manage_v2.decisions_schema),
-    manage_v2.VERSION_LINES: Protocol(manage_v2.VERSION_LINES, manage_v2.memory_label, manage_v2.render_lines,
-                                      parse_decision_lines, None),
+    manage.VERSION: Protocol(
+        manage.VERSION,
+        str,
+        manage.render,
+        lambda text, ids, texts, _facts: parse_operations(text, ids, texts),
+        _mem0_schema,
+    ),
+    manage_v2.VERSION_JSON: Protocol(
+        manage_v2.VERSION_JSON,
+        manage_v2.memory_label,
+        manage_v2.render_json,
+        parse_decisions,
+        manage_v2.decisions_schema,
+    ),
+    manage_v2.VERSION_LINES: Protocol(
+        manage_v2.VERSION_LINES, manage_v2.memory_label, manage_v2.render_lines, parse_decision_lines, None
+    ),
 }
 DEFAULT_PROTOCOL = manage.VERSION
 """The paper's format stays the default: on the decision benchmark's dev split the packaged SmolLM2 made the
@@ -92,7 +104,11 @@ class ManagerPrompt:
     shown_texts: dict[int, str] | None = None  # store id -> text; default: from `shown`
 
     def texts(self) -> dict[int, str]:
-        return self.shown_texts if self.shown_texts is not None else {h.entry.id: h.entry.text for h in self.shown}
+        return (
+            self.shown_texts
+            if self.shown_texts is not None
+            else {h.entry.id: h.entry.text for h in self.shown}
+        )
 
 
 def render_prompt(version: str, memories: Sequence[tuple[int, str]], facts: Sequence[str],
@@ -101,9 +117,11 @@ def render_prompt(version: str, memories: Sequence[tuple[int, str]], facts: Sequ
     what `build_prompt` uses after retrieval and what the decision benchmark uses directly."""
     protocol = get_protocol(version)
     labels = [protocol.label(i) for i in range(len(memories))]
-    messages = protocol.render([(label, text) for label, (_, text) in zip(labels, memories, strict=True)], list(facts))
-    return ManagerPrompt(messages, shown, {label: mid for label, (mid, _) in zip(labels, memories, strict=True)},
-                         version, tuple(facts), {mid: text for mid, text in memories})
+    messages = protocol.render([(label, text) for label, (_, text) in zip(labels, memories, strict=True)],
+                               list(facts))
+    return ManagerPrompt(messages, shown,
+                         {label: mid for label, (mid, _) in zip(labels, memories, strict=True)},
+                         version, tuple(facts), dict(memories))
 
 
 def parse_decision(built: ManagerPrompt, raw_output: str) -> tuple[Operation, ...]:
@@ -141,7 +159,10 @@ class MemoryManager:
     def build_prompt(self, store: MemoryStore, owner: str, facts: Sequence[Fact]) -> ManagerPrompt:
         shown: dict[int, ScoredMemory] = {}
         if facts:
-            for hits in (store.search(owner, vector, self.config.top_k) for vector in self.embedder.embed([f.text for f in facts])):
+            for hits in (
+                store.search(owner, vector, self.config.top_k)
+                for vector in self.embedder.embed([f.text for f in facts])
+            ):
                 for hit in hits:
                     best = shown.get(hit.entry.id)
                     if best is None or hit.score > best.score:
@@ -155,15 +176,19 @@ class MemoryManager:
         """Generate (greedy) and parse one decision; the bank is not touched."""
         built = self.build_prompt(store, owner, facts)
         [generation] = self.generator.generate([built.messages], generation_config(self.config, built))
-        return ManagerDecision(owner, tuple(facts), built, generation.text, self.parse(built, generation.text), generation.usage)
+        return ManagerDecision(owner, tuple(facts), built, generation.text,
+                               self.parse(built, generation.text), generation.usage)
 
     @staticmethod
     def parse(built: ManagerPrompt, raw_output: str) -> tuple[Operation, ...]:
         return parse_decision(built, raw_output)
 
-    def step(self, store: MemoryStore, owner: str, facts: Sequence[Fact]) -> tuple[ManagerDecision, list[Operation]]:
+    def step(
+        self, store: MemoryStore, owner: str, facts: Sequence[Fact]
+    ) -> tuple[ManagerDecision, list[Operation]]:
         decision = self.decide(store, owner, facts)
-        applied = apply_operations(store, self.embedder, decision.owner, decision.operations, decision.facts, self.provenance)
+        applied = apply_operations(store, self.embedder, decision.owner, decision.operations, decision.facts,
+                                   self.provenance)
         return decision, applied
 
 
@@ -193,8 +218,8 @@ def apply_operations(
                     store.add(owner, op.text, next(vectors), timestamp=timestamp, occurred_at=occurred_at,
                               source_turn_ids=sources, provenance=provenance)
                 elif op.event is Event.UPDATE and op.text and op.memory_id is not None:
-                    store.update(op.memory_id, op.text, next(vectors), provenance=provenance, timestamp=timestamp,
-                                 occurred_at=occurred_at, source_turn_ids=sources)
+                    store.update(op.memory_id, op.text, next(vectors), provenance=provenance,
+                                 timestamp=timestamp, occurred_at=occurred_at, source_turn_ids=sources)
                 elif op.event is Event.DELETE and op.memory_id is not None:
                     store.delete(op.memory_id, provenance=provenance)
                 else:

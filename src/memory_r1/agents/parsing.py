@@ -106,7 +106,8 @@ _EVENT_ALIASES = {
 }
 
 
-def parse_operations(text: str, shown_ids: Mapping[str, int], shown_texts: Mapping[int, str]) -> list[Operation]:
+def parse_operations(text: str, shown_ids: Mapping[str, int],
+                     shown_texts: Mapping[int, str]) -> list[Operation]:
     """Resolve the manager's output to operations on store ids.
 
     `shown_ids` maps the short ids the model saw to store ids; `shown_texts` maps store ids to their text.
@@ -119,9 +120,11 @@ def parse_operations(text: str, shown_ids: Mapping[str, int], shown_texts: Mappi
     return _resolve_all(items, shown_ids, shown_texts)
 
 
-def _resolve_all(items: list[Any], shown_ids: Mapping[str, int], shown_texts: Mapping[int, str]) -> list[Operation]:
+def _resolve_all(items: list[Any], shown_ids: Mapping[str, int],
+                 shown_texts: Mapping[int, str]) -> list[Operation]:
     if not items:
-        return [Operation(Event.NOOP, reason="model returned an empty memory list", rejection=Rejection.EMPTY)]
+        return [Operation(Event.NOOP, reason="model returned an empty memory list",
+                          rejection=Rejection.EMPTY)]
     operations: list[Operation] = []
     touched: set[int] = set()
     known_texts = {_key(t) for t in shown_texts.values()}
@@ -156,10 +159,12 @@ def _resolve(
     touched: set[int],
 ) -> Operation:
     if not isinstance(item, dict):
-        return Operation(Event.NOOP, reason=f"operation is not an object: {excerpt(item)}", rejection=Rejection.NOT_OBJECT)
+        return Operation(Event.NOOP, reason=f"operation is not an object: {excerpt(item)}",
+                         rejection=Rejection.NOT_OBJECT)
     event = _EVENT_ALIASES.get(str(item.get("event", "")).strip().upper())
     if event is None:
-        return Operation(Event.NOOP, reason=f"unknown event {excerpt(item.get('event'))}", rejection=Rejection.UNKNOWN_EVENT)
+        return Operation(Event.NOOP, reason=f"unknown event {excerpt(item.get('event'))}",
+                         rejection=Rejection.UNKNOWN_EVENT)
     text = item.get("text")
     text = _clean(text) if isinstance(text, str) else ""
     old = item.get("old_memory")
@@ -171,12 +176,14 @@ def _resolve(
         if not text:
             return Operation(Event.NOOP, reason="ADD without text", rejection=Rejection.MISSING_TEXT)
         if _key(text) in known_texts:
-            return Operation(Event.NOOP, text=text, reason="ADD of a memory already stored", rejection=Rejection.DUPLICATE_ADD)
+            return Operation(Event.NOOP, text=text, reason="ADD of a memory already stored",
+                             rejection=Rejection.DUPLICATE_ADD)
         return Operation(Event.ADD, text=text)
     if event is Event.NOOP:
         return Operation(Event.NOOP, memory_id=memory_id)
     if memory_id is None:
-        return Operation(Event.NOOP, text=text or None, reason=f"{event.value} of unknown id {excerpt(raw_id)}",
+        return Operation(Event.NOOP, text=text or None,
+                         reason=f"{event.value} of unknown id {excerpt(raw_id)}",
                          rejection=Rejection.UNKNOWN_ID)
     if memory_id in touched:
         return Operation(Event.NOOP, memory_id=memory_id, text=text or None,
@@ -184,7 +191,8 @@ def _resolve(
     if event is Event.DELETE:
         return Operation(Event.DELETE, memory_id=memory_id, old_text=old)
     if not text:
-        return Operation(Event.NOOP, memory_id=memory_id, reason="UPDATE without text", rejection=Rejection.MISSING_TEXT)
+        return Operation(Event.NOOP, memory_id=memory_id, reason="UPDATE without text",
+                         rejection=Rejection.MISSING_TEXT)
     if _key(text) == _key(shown_texts[memory_id]):
         return Operation(Event.NOOP, memory_id=memory_id, reason="UPDATE leaves the text unchanged",
                          rejection=Rejection.UNCHANGED)
@@ -230,7 +238,8 @@ def parse_decision_lines(
             items.append(_as_operation_item({"fact": match["fact"], "event": match["event"],
                                              "memory": match["memory"], "text": match["text"]}, facts))
     if not items:
-        return [Operation(Event.NOOP, reason="unparsable output: no decision line", rejection=Rejection.UNPARSABLE)]
+        return [Operation(Event.NOOP, reason="unparsable output: no decision line",
+                          rejection=Rejection.UNPARSABLE)]
     return _resolve_all(items, shown_ids, shown_texts)
 
 
@@ -238,7 +247,7 @@ def _as_operation_item(item: Mapping[str, Any], facts: Sequence[str]) -> dict[st
     """A per-fact decision in the shape `_resolve` reads: the memory label becomes the id, and a missing
     text for ADD or UPDATE is the fact's own."""
     label = str(item.get("fact", "") or "").strip().upper().lstrip("F")
-    fact = facts[int(label) - 1] if label.isdigit() and 1 <= int(label) <= len(facts) else None
+    fact = facts[int(label) - 1] if label.isdecimal() and 1 <= int(label) <= len(facts) else None
     given = item.get("text")
     text = given if isinstance(given, str) and given.strip() else fact
     memory = item.get("memory", item.get("id"))

@@ -43,7 +43,8 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE memories (
         id BIGSERIAL PRIMARY KEY, owner TEXT NOT NULL, text TEXT NOT NULL,
-        timestamp TEXT NOT NULL DEFAULT '', occurred_at TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        timestamp TEXT NOT NULL DEFAULT '', occurred_at TEXT,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
         source_turn_ids TEXT NOT NULL DEFAULT '[]', embedding vector NOT NULL,
         deleted BOOLEAN NOT NULL DEFAULT FALSE, metadata JSONB);
     CREATE INDEX memories_owner ON memories (owner, deleted);
@@ -61,10 +62,13 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _ENTRY_COLS = "id, owner, text, timestamp, occurred_at, created_at, updated_at, source_turn_ids, deleted"
-_HISTORY_COLS = "id, memory_id, owner, event, before_text, after_text, agent, model, prompt_version, reason, at, undone"
+_HISTORY_COLS = (
+    "id, memory_id, owner, event, before_text, after_text, agent, model, prompt_version, reason, at, undone"
+)
 _LOG_SQL = (
-    "INSERT INTO history (memory_id, owner, event, before_text, after_text, before_embedding, before_timestamp,"
-    " before_occurred_at, before_source_turn_ids, agent, model, prompt_version, reason, at, undoes)"
+    "INSERT INTO history (memory_id, owner, event, before_text, after_text, before_embedding,"
+    " before_timestamp, before_occurred_at, before_source_turn_ids, agent, model, prompt_version, reason, at,"
+    " undoes)"
     " VALUES (%s, %s, %s, %s, %s, %s::vector, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
 )
 
@@ -158,15 +162,19 @@ class PostgresStore:
     def _migrate(self, embedding_model: str | None, dim: int | None) -> tuple[int | None, str | None]:
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INT PRIMARY KEY, at TEXT NOT NULL)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INT PRIMARY KEY, at TEXT NOT NULL)"
+            )
             done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
             if done and max(done) > SCHEMA_VERSION:
-                raise IncompatibleBankError(f"bank schema version {max(done)}, this memory-r1 knows {SCHEMA_VERSION}")
+                raise IncompatibleBankError(
+                    f"bank schema version {max(done)}, this memory-r1 knows {SCHEMA_VERSION}"
+                )
             for version, sql in MIGRATIONS:
                 if version not in done:
-                    conn.execute(sql)  # type: ignore[arg-type]
+                    conn.execute(sql)
                     conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, _now()))
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            meta: dict[str, str] = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             stored_dim = int(meta["dim"]) if "dim" in meta else None
             if dim is not None and stored_dim is not None and dim != stored_dim:
                 raise IncompatibleBankError(f"bank embeddings have dim {stored_dim}, asked for {dim}")
@@ -187,11 +195,13 @@ class PostgresStore:
     def add(self, owner: str, text: str, embedding: np.ndarray, *, timestamp: str = "",
             occurred_at: datetime | None = None, source_turn_ids: Sequence[str] = (), provenance: Provenance,
             reason: str | None = None) -> MemoryEntry:
-        return self.add_many(owner, [text], _one(embedding), timestamps=[timestamp], occurred_at=[occurred_at],
+        return self.add_many(owner, [text], _one(embedding), timestamps=[timestamp],
+                             occurred_at=[occurred_at],
                              source_turn_ids=[source_turn_ids], provenance=provenance, reason=reason)[0]
 
     def add_many(self, owner: str, texts: Sequence[str], embeddings: np.ndarray, *,
-                 timestamps: Sequence[str] | None = None, occurred_at: Sequence[datetime | None] | None = None,
+                 timestamps: Sequence[str] | None = None,
+                 occurred_at: Sequence[datetime | None] | None = None,
                  source_turn_ids: Sequence[Sequence[str]] | None = None, provenance: Provenance,
                  reason: str | None = None) -> builtins.list[MemoryEntry]:
         n = len(texts)
@@ -207,12 +217,15 @@ class PostgresStore:
         ids: list[int] = []
         with self.transaction(), self._cursor() as cur:
             if self._dim is None:
-                cur.execute("INSERT INTO meta VALUES ('dim', %s) ON CONFLICT DO NOTHING", (str(vectors.shape[1]),))
+                cur.execute("INSERT INTO meta VALUES ('dim', %s) ON CONFLICT DO NOTHING",
+                            (str(vectors.shape[1]),))
             for t, ts, oc, src, v in zip(texts, times, occurred, sources, vectors, strict=True):
                 cur.execute(
                     "INSERT INTO memories (owner, text, timestamp, occurred_at, created_at, updated_at,"
-                    " source_turn_ids, embedding) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::vector) RETURNING id",
-                    (owner, t, ts, _iso(oc), now, now, json.dumps(list(src)), _vec(v)))
+                    " source_turn_ids, embedding) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::vector)"
+                    " RETURNING id",
+                    (owner, t, ts, _iso(oc), now, now, json.dumps(list(src)), _vec(v)),
+                )
                 mid = cur.fetchone()[0]
                 ids.append(mid)
                 cur.execute(_LOG_SQL, _log_row(mid, owner, "ADD", None, t, provenance, reason, now))
@@ -232,10 +245,13 @@ class PostgresStore:
             new_oc = old_oc if occurred_at is None else _iso(occurred_at)
             new_src = old_src if source_turn_ids is None else json.dumps(list(source_turn_ids))
             now = _now()
-            cur.execute("UPDATE memories SET text = %s, embedding = %s::vector, timestamp = %s, occurred_at = %s,"
-                        " source_turn_ids = %s, updated_at = %s WHERE id = %s",
-                        (text, _vec(vector), new_ts, new_oc, new_src, now, memory_id))
-            cur.execute(_LOG_SQL, _log_row(memory_id, owner, "UPDATE", old_text, text, provenance, reason, now,
+            cur.execute(
+                "UPDATE memories SET text = %s, embedding = %s::vector, timestamp = %s, occurred_at = %s,"
+                " source_turn_ids = %s, updated_at = %s WHERE id = %s",
+                (text, _vec(vector), new_ts, new_oc, new_src, now, memory_id),
+            )
+            cur.execute(_LOG_SQL,
+                        _log_row(memory_id, owner, "UPDATE", old_text, text, provenance, reason, now,
                                            before=(old_vec, old_ts, old_oc, old_src)))
         return self.get(memory_id)
 
@@ -271,14 +287,19 @@ class PostgresStore:
             owner, text, ts, oc, src, vec = cur.fetchone()
             now, why = _now(), reason or f"undo of #{hid} {event}"
             if event == "ADD":
-                cur.execute("UPDATE memories SET deleted = TRUE, updated_at = %s WHERE id = %s", (now, memory_id))
+                cur.execute("UPDATE memories SET deleted = TRUE, updated_at = %s WHERE id = %s",
+                            (now, memory_id))
                 row = _log_row(memory_id, owner, UNDO, text, None, provenance, why, now, undoes=hid)
             elif event == "DELETE":
-                cur.execute("UPDATE memories SET deleted = FALSE, updated_at = %s WHERE id = %s", (now, memory_id))
+                cur.execute("UPDATE memories SET deleted = FALSE, updated_at = %s WHERE id = %s",
+                            (now, memory_id))
                 row = _log_row(memory_id, owner, UNDO, None, text, provenance, why, now, undoes=hid)
             else:
-                cur.execute("SELECT before_text, before_embedding::text, before_timestamp, before_occurred_at,"
-                            " before_source_turn_ids FROM history WHERE id = %s", (hid,))
+                cur.execute(
+                    "SELECT before_text, before_embedding::text, before_timestamp, before_occurred_at,"
+                    " before_source_turn_ids FROM history WHERE id = %s",
+                    (hid,),
+                )
                 b_text, b_vec, b_ts, b_oc, b_src = cur.fetchone()
                 cur.execute("UPDATE memories SET text = %s, embedding = %s::vector, timestamp = %s,"
                             " occurred_at = %s, source_turn_ids = %s, updated_at = %s WHERE id = %s",
@@ -292,9 +313,11 @@ class PostgresStore:
 
     def log_turn(self, sample_id: str, dia_id: str, record: dict) -> None:
         with self.transaction(), self._cursor() as cur:
-            cur.execute("INSERT INTO turns (sample_id, dia_id, record, at) VALUES (%s, %s, %s, %s)"
-                        " ON CONFLICT (sample_id, dia_id) DO UPDATE SET record = EXCLUDED.record, at = EXCLUDED.at",
-                        (sample_id, dia_id, json.dumps(record), _now()))
+            cur.execute(
+                "INSERT INTO turns (sample_id, dia_id, record, at) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (sample_id, dia_id) DO UPDATE SET record = EXCLUDED.record, at = EXCLUDED.at",
+                (sample_id, dia_id, json.dumps(record), _now()),
+            )
 
     def turn_log(self, sample_id: str) -> dict[str, dict]:
         with self._cursor() as cur:
@@ -449,8 +472,11 @@ class PostgresStore:
 
     def _undo_target(self, cur: Any, history_id: int | None) -> tuple[int, int, str]:
         if history_id is None:
-            cur.execute("SELECT id, memory_id, event, undone FROM history WHERE event = ANY(%s) AND NOT undone"
-                        " ORDER BY id DESC LIMIT 1", (list(_UNDOABLE),))
+            cur.execute(
+                "SELECT id, memory_id, event, undone FROM history WHERE event = ANY(%s) AND NOT undone"
+                " ORDER BY id DESC LIMIT 1",
+                (list(_UNDOABLE),),
+            )
             row = cur.fetchone()
             if row is None:
                 raise BankError("nothing to undo: every ADD/UPDATE/DELETE is already undone")
@@ -507,7 +533,8 @@ def _entry(row: Sequence[Any]) -> MemoryEntry:
 def _history(row: Sequence[Any]) -> HistoryRecord:
     hid, memory_id, owner, event, before, after, agent, model, prompt_version, reason, at, undone = row
     return HistoryRecord(int(hid), None if memory_id is None else int(memory_id), owner, event, before, after,
-                         Provenance(agent, model, prompt_version), reason, datetime.fromisoformat(at), bool(undone))
+                         Provenance(agent, model, prompt_version), reason, datetime.fromisoformat(at),
+                         bool(undone))
 
 
 def _log_row(memory_id: int | None, owner: str, event: str, before_text: str | None, after_text: str | None,
@@ -515,8 +542,8 @@ def _log_row(memory_id: int | None, owner: str, event: str, before_text: str | N
              before: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None),
              undoes: int | None = None) -> tuple[object, ...]:
     p = provenance
-    return (memory_id, owner, event, before_text, after_text, *before, p.agent, p.model, p.prompt_version, reason,
-            at, undoes)
+    return (memory_id, owner, event, before_text, after_text, *before, p.agent, p.model, p.prompt_version,
+            reason, at, undoes)
 
 
 def _in_window(moment: datetime | None, since: datetime | None, until: datetime | None) -> bool:

@@ -138,7 +138,8 @@ class SQLiteStore:
             self._conn.close()
             raise
         self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-        self._file = _file_id(self.path)  # a file removed or replaced while open is "unavailable", not written
+        # a file removed or replaced while open is "unavailable", not written
+        self._file = _file_id(self.path)
 
     @property
     def dim(self) -> int | None:
@@ -195,7 +196,9 @@ class SQLiteStore:
         owner, texts = clean_text(owner), [clean_text(t) for t in texts]
         times = [clean_text(t) for t in timestamps] if timestamps is not None else [""] * n
         occurred = [normalise_time(o) for o in occurred_at] if occurred_at is not None else [None] * n
-        sources = [tuple(map(clean_text, s)) for s in source_turn_ids] if source_turn_ids is not None else [()] * n
+        sources = (
+            [tuple(map(clean_text, s)) for s in source_turn_ids] if source_turn_ids is not None else [()] * n
+        )
         now = _now()
         with self._guard(), self.transaction():
             vectors = self._vectors(embeddings)
@@ -250,7 +253,9 @@ class SQLiteStore:
             owner, old_text, old_ts, old_oc, old_src, old_blob = self._live_row(memory_id)
             new_ts = old_ts if timestamp is None else clean_text(timestamp)
             new_oc = old_oc if occurred_at is None else _iso(occurred_at)
-            new_src = old_src if source_turn_ids is None else json.dumps([clean_text(s) for s in source_turn_ids])
+            new_src = (
+                old_src if source_turn_ids is None else json.dumps([clean_text(s) for s in source_turn_ids])
+            )
             now = _now()
             self._conn.execute(
                 "UPDATE memories SET text = ?, embedding = ?, timestamp = ?, occurred_at = ?,"
@@ -300,7 +305,9 @@ class SQLiteStore:
                 if mem_owner != owner:
                     raise MemoryNotFoundError(f"memory {memory_id} belongs to {mem_owner!r}, not {owner!r}")
             after = clean_text(proposed_text) if proposed_text is not None else text
-            hid = self._log(_log_row(memory_id, owner, "NOOP", text, after, provenance, _clean(reason), _now()))
+            hid = self._log(
+                _log_row(memory_id, owner, "NOOP", text, after, provenance, _clean(reason), _now())
+            )
             return self._history_row(hid)
 
     def undo(
@@ -435,8 +442,12 @@ class SQLiteStore:
                 for start in range(0, len(ids), _MAX_VARS):
                     chunk = ids[start : start + _MAX_VARS]
                     marks = ", ".join("?" * len(chunk))
-                    owners |= {r[0] for r in self._conn.execute(
-                        f"SELECT DISTINCT owner FROM memories WHERE id IN ({marks})", chunk)}
+                    owners |= {
+                        r[0]
+                        for r in self._conn.execute(
+                            f"SELECT DISTINCT owner FROM memories WHERE id IN ({marks})", chunk
+                        )
+                    }
                     self._conn.execute(f"DELETE FROM memories WHERE id IN ({marks})", chunk)
                     self._conn.execute(f"DELETE FROM history WHERE memory_id IN ({marks})", chunk)
                     if self._has_metadata_table():
@@ -459,7 +470,8 @@ class SQLiteStore:
                 "CREATE TABLE IF NOT EXISTS metadata (memory_id INTEGER PRIMARY KEY, value TEXT NOT NULL)"
             )
             self._conn.execute(
-                "INSERT OR REPLACE INTO metadata VALUES (?, ?)", (memory_id, json.dumps(metadata, sort_keys=True))
+                "INSERT OR REPLACE INTO metadata VALUES (?, ?)",
+                (memory_id, json.dumps(metadata, sort_keys=True)),
             )
 
     def metadata(self, memory_ids: Sequence[int]) -> dict[int, dict]:
@@ -477,9 +489,12 @@ class SQLiteStore:
         return found
 
     def _has_metadata_table(self) -> bool:
-        return self._conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'metadata'"
-        ).fetchone() is not None
+        return (
+            self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'metadata'"
+            ).fetchone()
+            is not None
+        )
 
     # ---------------------------------------------------------------- reads
 
@@ -691,7 +706,9 @@ class SQLiteStore:
     def _commit(self) -> None:
         try:
             if self._file is not None and _file_id(self.path) != self._file:  # gone while we wrote
-                raise sqlite3.OperationalError("bank unavailable: the file was removed or replaced while open")
+                raise sqlite3.OperationalError(
+                    "bank unavailable: the file was removed or replaced while open"
+                )
             self._conn.execute("COMMIT")
         except sqlite3.Error as error:  # e.g. disk full: the transaction is lost, say so plainly
             if self._conn.in_transaction:
@@ -722,7 +739,9 @@ class SQLiteStore:
             except sqlite3.Error as error:
                 raise BankError(_describe(self.path, error, self.busy_timeout)) from error
             except OverflowError as error:  # an integer SQLite cannot store, e.g. a 30-digit id
-                raise MemoryNotFoundError(f"{self.path}: no memory or history row has that id ({error})") from error
+                raise MemoryNotFoundError(
+                    f"{self.path}: no memory or history row has that id ({error})"
+                ) from error
 
     def _sync(self) -> None:
         """Drop cached indexes if another connection committed since we last looked (PRAGMA data_version)."""
@@ -825,7 +844,9 @@ def _open_schema(
         raise IncompatibleBankError(f"{path} is an empty database, not a memory bank")
     if tables:
         meta = _check_meta(conn, path, tables, embedding_model, dim)
-    needs_meta = (dim is not None and "dim" not in meta) or (embedding_model is not None and "embedding_model" not in meta)
+    needs_meta = (dim is not None and "dim" not in meta) or (
+        embedding_model is not None and "embedding_model" not in meta
+    )
     if read_only or (tables and not needs_meta and _journal_mode(conn, path) == "wal"):
         return _resolved(meta, embedding_model, dim)  # nothing to write: no write lock needed to open
     if path != ":memory:":
@@ -865,9 +886,11 @@ def _check_meta(
         raise IncompatibleBankError(f"{path}: not a memory bank (unreadable meta table: {error})") from error
     found = meta.get("schema_version")
     if found != str(SCHEMA_VERSION):
-        raise IncompatibleBankError(f"{path}: bank schema version {found}, this memory-r1 expects {SCHEMA_VERSION}")
+        raise IncompatibleBankError(
+            f"{path}: bank schema version {found}, this memory-r1 expects {SCHEMA_VERSION}"
+        )
     stored_dim = meta.get("dim")
-    if stored_dim is not None and not stored_dim.isdigit():
+    if stored_dim is not None and not stored_dim.isdecimal():
         raise IncompatibleBankError(f"{path}: bank records an invalid embedding dimension {stored_dim!r}")
     if dim is not None and stored_dim is not None and dim != int(stored_dim):
         raise IncompatibleBankError(f"{path}: bank embeddings have dim {stored_dim}, asked for {dim}")
@@ -879,7 +902,9 @@ def _check_meta(
     return meta
 
 
-def _resolved(meta: dict[str, str], embedding_model: str | None, dim: int | None) -> tuple[int | None, str | None]:
+def _resolved(
+    meta: dict[str, str], embedding_model: str | None, dim: int | None
+) -> tuple[int | None, str | None]:
     stored_dim = int(meta["dim"]) if "dim" in meta else None
     return (stored_dim if stored_dim is not None else dim, meta.get("embedding_model") or embedding_model)
 
@@ -891,7 +916,9 @@ def _describe(path: str, error: sqlite3.Error, timeout: float) -> str:
         return f"{path}: bank is locked by another process (waited {timeout:g} s): {text}"
     if "readonly" in text or "read-only" in text:
         return f"{path}: bank is read-only here ({text}); read-only commands still work"
-    return f"cannot open bank {path}: {text}" if "unable to open" in text else f"{path}: storage error: {text}"
+    return (
+        f"cannot open bank {path}: {text}" if "unable to open" in text else f"{path}: storage error: {text}"
+    )
 
 
 def _clean(text: str | None) -> str | None:

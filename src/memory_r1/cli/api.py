@@ -25,7 +25,8 @@ AgentOpt = Annotated[str | None, typer.Option("--agent", help="agent_id of the s
 RunOpt = Annotated[str | None, typer.Option("--run", help="run_id of the scope.")]
 
 
-def _memory(store: str | None, model: str, backend: str, base_url: str | None, embedding_model: str) -> Memory:
+def _memory(store: str | None, model: str, backend: str, base_url: str | None,
+            embedding_model: str) -> Memory:
     config = PipelineConfig(model=model, backend=backend, base_url=base_url, embedding_model=embedding_model)
     location = store or str(default_store_path())
     if not location.startswith(("postgresql://", "postgres://")) and location != ":memory:":
@@ -40,7 +41,9 @@ def add_command(
     user: UserOpt = None,
     agent: AgentOpt = None,
     run: RunOpt = None,
-    infer: Annotated[bool, typer.Option("--infer/--no-infer", help="Run extraction + the Memory Manager.")] = True,
+    infer: Annotated[
+        bool, typer.Option("--infer/--no-infer", help="Run extraction + the Memory Manager.")
+    ] = True,
     store: StoreOpt = None,
     model: ModelOpt = DEFAULT_MODEL,
     backend: BackendOpt = "transformers",
@@ -110,8 +113,12 @@ def serve_command(
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     store: StoreOpt = None,
-    keys: Annotated[Path | None, typer.Option(help="API key file (default: keys.db next to the store).")] = None,
-    no_auth: Annotated[bool, typer.Option("--no-auth", help="No API keys; only allowed on a loopback host.")] = False,
+    keys: Annotated[
+        Path | None, typer.Option(help="API key file (default: keys.db next to the store).")
+    ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="No API keys; only allowed on a loopback host.")
+    ] = False,
     model: ModelOpt = DEFAULT_MODEL,
     backend: BackendOpt = "transformers",
     base_url: BaseUrlOpt = None,
@@ -131,25 +138,33 @@ def serve_command(
 @app.command("mcp")
 @user_errors
 def mcp_command(
-    transport: Annotated[str, typer.Option(help="stdio (for a local agent host) or http (streamable HTTP at /mcp).")]
-    = "stdio",
+    transport: Annotated[
+        str, typer.Option(help="stdio (for a local agent host) or http (streamable HTTP at /mcp).")
+    ] = "stdio",
     host: Annotated[str, typer.Option(help="http: interface to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="http: TCP port.")] = 8000,
     store: StoreOpt = None,
-    keys: Annotated[Path | None, typer.Option(help="http: API key file (default: keys.db next to the store).")] = None,
-    no_auth: Annotated[bool, typer.Option("--no-auth", help="http: no API keys; loopback hosts only.")] = False,
+    keys: Annotated[
+        Path | None, typer.Option(help="http: API key file (default: keys.db next to the store).")
+    ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="http: no API keys; loopback hosts only.")
+    ] = False,
     model: ModelOpt = DEFAULT_MODEL,
     backend: BackendOpt = "transformers",
     base_url: BaseUrlOpt = None,
     embedding_model: EmbedOpt = PipelineConfig.embedding_model,
 ) -> None:
-    """Serve the memory tools over MCP: stdio (the host starts this command) or streamable HTTP with API keys."""
+    """Serve the memory tools over MCP: stdio (the host starts this command) or streamable HTTP with API
+    keys."""
     if transport not in ("stdio", "http"):
         raise ValueError(f"--transport must be stdio or http, not {transport!r}")
     if transport == "stdio":
         from memory_r1.service.mcp import run_stdio
 
-        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the protocol: loading must not print there
+        with contextlib.redirect_stdout(
+            sys.stderr
+        ):  # stdout carries the protocol: loading must not print there
             memory = _memory(store, model, backend, base_url, embedding_model)
         run_stdio(memory)
         return
@@ -159,11 +174,21 @@ def mcp_command(
     from memory_r1.service.mcp import mcp_app
 
     memory, key_store = _served(host, store, keys, no_auth, model, backend, base_url, embedding_model)
-    uvicorn.run(mcp_app(Service(memory, key_store, ServiceConfig(auth=not no_auth)), host), host=host, port=port)
+    uvicorn.run(
+        mcp_app(Service(memory, key_store, ServiceConfig(auth=not no_auth)), host), host=host, port=port
+    )
 
 
-def _served(host: str, store: str | None, keys: Path | None, no_auth: bool, model: str, backend: str,
-            base_url: str | None, embedding_model: str) -> tuple[Memory, KeyStore]:
+def _served(
+    host: str,
+    store: str | None,
+    keys: Path | None,
+    no_auth: bool,
+    model: str,
+    backend: str,
+    base_url: str | None,
+    embedding_model: str,
+) -> tuple[Memory, KeyStore]:
     """The memory and key store of a network server; the admin key is printed once, on first start."""
     from memory_r1.service.keys import KeyStore
 

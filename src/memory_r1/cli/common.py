@@ -11,11 +11,18 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from memory_r1.bank import BankError, SQLiteStore
@@ -41,23 +48,25 @@ app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
 
-F = TypeVar("F", bound=Callable)
+P = ParamSpec("P")
+R = TypeVar("R")
 
-USER_ERRORS = (DatasetError, BankError, UnknownModelError, UnknownEmbedderError, GenerationError, ImportError, OSError, ValueError)
+USER_ERRORS = (DatasetError, BankError, UnknownModelError, UnknownEmbedderError, GenerationError, ImportError,
+               OSError, ValueError)
 
 
-def user_errors(command: F) -> F:
+def user_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn the errors a user can cause into one clear line and exit code 1."""
 
     @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except USER_ERRORS as error:
             err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def default_bank() -> Path:
@@ -66,14 +75,21 @@ def default_bank() -> Path:
     return Path(os.environ.get("MEMORY_R1_BANK") or Path(platformdirs.user_data_dir("memory-r1")) / "bank.db")
 
 
-BankOpt = Annotated[Path | None, typer.Option("--bank", help="Bank file (default: $MEMORY_R1_BANK or the user data dir).")]
-DataArg = Annotated[Path | None, typer.Argument(help="locomo10.json (default: $MEMORY_R1_LOCOMO, user data dir, ../shared/data/locomo/).")]
+BankOpt = Annotated[
+    Path | None, typer.Option("--bank", help="Bank file (default: $MEMORY_R1_BANK or the user data dir).")
+]
+DataArg = Annotated[
+    Path | None,
+    typer.Argument(help="locomo10.json (default: $MEMORY_R1_LOCOMO, user data dir, ../shared/data/locomo/)."),
+]
 ConvOpt = Annotated[str, typer.Option("--conversation", "-c", help="LoCoMo sample id, e.g. conv-26.")]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registered name, local path or hub id.")]
 BackendOpt = Annotated[str, typer.Option(help="transformers (local) or openai (OpenAI-compatible server).")]
 BaseUrlOpt = Annotated[str | None, typer.Option(help="Server URL for --backend openai, e.g. http://localhost:8000/v1.")]
 EmbedOpt = Annotated[str, typer.Option(help="sentence-transformers model id or path.")]
-SessionsOpt = Annotated[str | None, typer.Option("--sessions", "-s", help="Session numbers, e.g. 1-3 or 1,4.")]
+SessionsOpt = Annotated[
+    str | None, typer.Option("--sessions", "-s", help="Session numbers, e.g. 1-3 or 1,4.")
+]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Any setting by its dotted path, e.g. answer.top_k_per_speaker=10 (repeatable; "
                   "`memory-r1 config` lists them all with their defaults and sources).")]
@@ -147,11 +163,12 @@ def embedding_model_of(store: SQLiteStore) -> str:
 
 def load_conversation(data: Path | None, sample_id: str, sessions: str | None) -> Conversation:
     selected = check_sessions(sessions)
-    conversation = get_conversation(load_locomo(find_locomo(data)), check_text("--conversation", sample_id) or "")
+    conversation = get_conversation(load_locomo(find_locomo(data)),
+                                    check_text("--conversation", sample_id) or "")
     return select_sessions(conversation, selected) if selected is not None else conversation
 
 
-def progress_bar(*extra_columns) -> Progress:
+def progress_bar(*extra_columns: ProgressColumn) -> Progress:
     """The one progress-bar layout of every long command (on stderr, so stdout stays parseable)."""
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     return Progress(*columns, *extra_columns, console=err_console)
@@ -165,11 +182,15 @@ def ingest_with_progress(system: MemorySystem, conversation: Conversation) -> In
 
 def print_ingest_report(report: IngestReport) -> None:
     counts = operation_counts(report)
-    table = Table(title=f"ingested {report.sample_id}: {report.turns} turns, {report.facts} facts in {report.seconds:.0f} s")
-    for name in ("ADD", "UPDATE", "DELETE", "NOOP", "rejected", "unparsable extractions", "unparsable decisions"):
+    table = Table(
+        title=f"ingested {report.sample_id}: {report.turns} turns, {report.facts} facts "
+        f"in {report.seconds:.0f} s"
+    )
+    for name in ("ADD", "UPDATE", "DELETE", "NOOP", "rejected", "unparsable extractions",
+                 "unparsable decisions"):
         table.add_column(name, justify="right")
-    table.add_row(*(str(counts[e]) for e in ("ADD", "UPDATE", "DELETE", "NOOP")), str(report.rejected_operations),
-                  str(report.extract_failures), str(report.manager_failures))
+    table.add_row(*(str(counts[e]) for e in ("ADD", "UPDATE", "DELETE", "NOOP")),
+                  str(report.rejected_operations), str(report.extract_failures), str(report.manager_failures))
     console.print(table)
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from memory_r1.cli.common import app, console, user_errors
+
+if TYPE_CHECKING:
+    from memory_r1.rl.verl.presets import Preset
 
 export_app = typer.Typer(help="Export datasets and launch lines for other trainers.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
@@ -18,16 +21,30 @@ app.add_typer(export_app, name="export")
 @user_errors
 def export_verl(
     agent: Annotated[str, typer.Option(help="answer or manager.")],
-    dataset: Annotated[Path, typer.Option(help="Training folder from `memory-r1 data build-answer|build-manager`.")],
+    dataset: Annotated[
+        Path, typer.Option(help="Training folder from `memory-r1 data build-answer|build-manager`.")
+    ],
     val_dataset: Annotated[Path, typer.Option(help="Validation folder (e.g. built on conv-30).")],
-    out: Annotated[Path, typer.Option(help="Export folder: train.parquet, val.parquet, banks/, export.json.")],
-    data: Annotated[Path | None, typer.Option("--data", help="locomo10.json (manager: the turn order).")] = None,
+    out: Annotated[
+        Path, typer.Option(help="Export folder: train.parquet, val.parquet, banks/, export.json.")
+    ],
+    data: Annotated[
+        Path | None, typer.Option("--data", help="locomo10.json (manager: the turn order).")
+    ] = None,
     window: Annotated[int, typer.Option(help="Manager: turns of memory kept in each bank (paper: 50).")] = 50,
-    preset: Annotated[str | None, typer.Option(help="Also write launch.sh for this preset (see `export presets`).")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Also write launch.sh for this preset (see `export presets`).")
+    ] = None,
     run_dir: Annotated[Path | None, typer.Option(help="verl checkpoint folder (default: OUT/run).")] = None,
-    answerer_model: Annotated[str | None, typer.Option(help="Manager: the frozen Answer Agent's model.")] = None,
-    answerer_base_url: Annotated[str | None, typer.Option(help="Manager: its OpenAI-compatible server; "
-                                                          "default: verl's reward-model server hosts it.")] = None,
+    answerer_model: Annotated[
+        str | None, typer.Option(help="Manager: the frozen Answer Agent's model.")
+    ] = None,
+    answerer_base_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Manager: its OpenAI-compatible server; default: verl's reward-model server hosts it."
+        ),
+    ] = None,
     reward: Annotated[str, typer.Option(help="em (paper) or f1.")] = "em",
 ) -> None:
     """Write the Answer or Manager dataset as verl parquet rows (and a launch script with --preset)."""
@@ -46,14 +63,14 @@ def export_verl(
         model = dataset_header(dataset, "manager").get("settings", {}).get("embedding_model", "")
         embedder = load_embedder(model) if model else load_embedder()
         conversations = {c.sample_id: c for c in load_locomo(find_locomo(data))}
-    report = export(agent, dataset, val_dataset, out, embedder=embedder, conversations=conversations,  # type: ignore[arg-type]
-                    window=window)
+    report = export(agent,  # type: ignore[arg-type]  # agent: checked above
+                    dataset, val_dataset, out, embedder=embedder, conversations=conversations, window=window)
     console.print(f"{report.train_rows} train and {report.val_rows} validation rows in {out}")
     if preset is not None:
         _write_launch(out, preset, run_dir or out / "run", answerer_model, answerer_base_url, reward)
 
 
-def _preset(name: str):
+def _preset(name: str) -> Preset:
     from memory_r1.rl.verl.presets import PRESETS
 
     if name not in PRESETS:
@@ -61,8 +78,8 @@ def _preset(name: str):
     return PRESETS[name]
 
 
-def _write_launch(out: Path, preset: str, run_dir: Path, answerer_model: str | None, answerer_base_url: str | None,
-                  reward: str) -> None:
+def _write_launch(out: Path, preset: str, run_dir: Path, answerer_model: str | None,
+                  answerer_base_url: str | None, reward: str) -> None:
     from memory_r1.rl.verl.export import read_manifest
     from memory_r1.rl.verl.presets import Answerer, checkpoint_dir, launch_command, launch_script
 
@@ -73,7 +90,10 @@ def _write_launch(out: Path, preset: str, run_dir: Path, answerer_model: str | N
     script.write_text(launch_script(command))
     script.chmod(0o755)
     console.print(f"launch: bash {script}   (on the GPU node, in a venv with verl and vLLM)")
-    console.print(f"then:   memory-r1 eval --{manifest['agent']}-model {checkpoint_dir(run_dir, 50 if 'smoke' not in preset else 2)}")
+    console.print(
+        f"then:   memory-r1 eval --{manifest['agent']}-model "
+        f"{checkpoint_dir(run_dir, 50 if 'smoke' not in preset else 2)}"
+    )
 
 
 @export_app.command("presets")
@@ -82,10 +102,12 @@ def export_presets() -> None:
     from memory_r1.rl.verl.presets import PRESETS, serve_command
 
     table = Table(title="verl presets (memory-r1 export verl --preset NAME)")
-    for column in ("preset", "model", "GPUs", "algo", "prompts x samples", "steps", "serve for eval / answerer"):
+    for column in ("preset", "model", "GPUs", "algo", "prompts x samples", "steps",
+                   "serve for eval / answerer"):
         table.add_column(column, no_wrap=column in ("preset", "algo"))
     for p in PRESETS.values():
         n = p.recipe.group_size if p.algo == "grpo" else 1
-        table.add_row(p.name, p.model.hub_id, str(p.model.gpus), p.algo, f"{p.recipe.rollouts_per_step // n} x {n}",
+        table.add_row(p.name, p.model.hub_id, str(p.model.gpus), p.algo,
+                      f"{p.recipe.rollouts_per_step // n} x {n}",
                       str(p.recipe.steps), serve_command(p.model.hub_id, p.model.tensor_parallel))
     console.print(table)

@@ -56,7 +56,10 @@ def ingest(
     settings: SetOpt = None,
 ) -> None:
     """Build the speakers' memory banks from a LoCoMo conversation."""
-    model, embedding_model = check_text("--model", model) or "", check_text("--embedding-model", embedding_model) or ""
+    model, embedding_model = (
+        check_text("--model", model) or "",
+        check_text("--embedding-model", embedding_model) or "",
+    )
     conv = load_conversation(data, conversation, sessions)
     config = PipelineConfig(model=model, backend=backend, base_url=base_url, embedding_model=embedding_model)
     config = apply_overrides(config, settings or [])
@@ -79,7 +82,8 @@ def ask(
     question = check_text("QUESTION", question) or ""
     conversation, model = check_text("--conversation", conversation) or "", check_text("--model", model) or ""
     store = open_existing_bank(bank, read_only=True)  # answering only reads; the bank is opened once
-    config = PipelineConfig(model=model, backend=backend, base_url=base_url, embedding_model=embedding_model_of(store))
+    config = PipelineConfig(model=model, backend=backend, base_url=base_url,
+                            embedding_model=embedding_model_of(store))
     config = apply_overrides(config, settings or [])
     try:
         system = MemorySystem(store, Agents.load(config))  # models loaded once
@@ -87,7 +91,10 @@ def ask(
         store.close()
         raise
     if not system.speakers(conversation):
-        raise BankError(f"the bank has no memories for {conversation}; known: {', '.join(system.store.owners()) or 'none'}")
+        raise BankError(
+            f"the bank has no memories for {conversation}; "
+            f"known: {', '.join(system.store.owners()) or 'none'}"
+        )
     [answer] = system.answer([question], conversation)
     console.print(f"[bold]Answer:[/] {answer.answer or '(none)'}")
     if answer.parse_error:
@@ -104,11 +111,14 @@ def ask(
 # ---------------------------------------------------------------- memories
 
 
-ScopeUser = Annotated[str | None, typer.Option("--user", help="Only this scope's user_id (with --agent/--run).")]
+ScopeUser = Annotated[
+    str | None, typer.Option("--user", help="Only this scope's user_id (with --agent/--run).")
+]
 ScopeAgent = Annotated[str | None, typer.Option("--agent", help="agent_id of the scope.")]
 ScopeRun = Annotated[str | None, typer.Option("--run", help="run_id of the scope.")]
-StoreOpt = Annotated[str | None, typer.Option(
-    "--store", help="SQLite bank file or postgresql:// DSN (instead of --bank).")]
+StoreOpt = Annotated[
+    str | None, typer.Option("--store", help="SQLite bank file or postgresql:// DSN (instead of --bank).")
+]
 UNDOABLE = ("ADD", "UPDATE", "DELETE")
 
 
@@ -217,16 +227,28 @@ def memories_history(
         for column in ("#", "event", "memory", "before", "after", "by", "reason", "undone"):
             table.add_column(column)
         for h in rows:
-            by = "/".join(x for x in (h.provenance.agent, h.provenance.model, h.provenance.prompt_version) if x)
-            table.add_row(str(h.id), h.event, str(h.memory_id or ""), h.before_text or "", h.after_text or "", by,
-                          h.reason or "", "yes" if h.undone else "")
+            by = "/".join(
+                x for x in (h.provenance.agent, h.provenance.model, h.provenance.prompt_version) if x
+            )
+            table.add_row(
+                str(h.id),
+                h.event,
+                str(h.memory_id or ""),
+                h.before_text or "",
+                h.after_text or "",
+                by,
+                h.reason or "",
+                "yes" if h.undone else "",
+            )
         console.print(table)
 
 
 @memories_app.command("undo")
 @user_errors
 def memories_undo(
-    history_id: Annotated[int | None, typer.Argument(help="History event to revert (default: the latest change).")] = None,
+    history_id: Annotated[
+        int | None, typer.Argument(help="History event to revert (default: the latest change).")
+    ] = None,
     bank: BankOpt = None,
     user: ScopeUser = None,
     agent: ScopeAgent = None,
@@ -264,8 +286,12 @@ def _scoped_undo_target(store: MemoryStore, key: str, history_id: int | None) ->
 @user_errors
 def data_download(
     name: Annotated[str, typer.Argument(help="Dataset name: locomo, longmemeval or msc.")],
-    dest: Annotated[Path | None, typer.Option(help="Target file or folder (default: the user data dir).")] = None,
-    variant: Annotated[str | None, typer.Option(help="LongMemEval file: s (default), m (2.7 GB) or oracle.")] = None,
+    dest: Annotated[
+        Path | None, typer.Option(help="Target file or folder (default: the user data dir).")
+    ] = None,
+    variant: Annotated[
+        str | None, typer.Option(help="LongMemEval file: s (default), m (2.7 GB) or oracle.")
+    ] = None,
 ) -> None:
     """Fetch a dataset from its public location (needs a network); its sha256 is checked before it is kept."""
     from memory_r1.data import LICENSES, download_benchmark
@@ -280,18 +306,24 @@ def data_download(
 def _answerable(conversation: Conversation, limit: int) -> list[QAItem]:
     """Questions (categories 1-4) whose evidence lies entirely in the ingested sessions."""
     ingested = {t.dia_id for t in conversation.turns}
-    chosen = [q for q in conversation.qa if q.answer is not None and q.evidence and set(q.evidence) <= ingested]
+    chosen = [
+        q for q in conversation.qa if q.answer is not None and q.evidence and set(q.evidence) <= ingested
+    ]
     return chosen[:limit]
 
 
 @app.command()
 @user_errors
 def demo(
-    data: Annotated[Path | None, typer.Option("--data", help="locomo10.json (default: the documented places).")] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="locomo10.json (default: the documented places).")
+    ] = None,
     conversation: ConvOpt = "conv-26",
     sessions: SessionsOpt = "1",
     questions: Annotated[int, typer.Option(help="How many questions to answer.")] = 5,
-    bank: Annotated[Path | None, typer.Option(help="Keep the bank in this file (default: in memory).")] = None,
+    bank: Annotated[
+        Path | None, typer.Option(help="Keep the bank in this file (default: in memory).")
+    ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     settings: SetOpt = None,
 ) -> None:
@@ -303,8 +335,10 @@ def demo(
     config = apply_overrides(PipelineConfig(model=model), settings or [])
     conv = load_conversation(data, conversation, sessions)
     items = _answerable(conv, questions)
-    console.print(f"[bold]memory-r1 demo[/]: {conv.sample_id}, sessions {sessions}, {len(conv.turns)} turns, "
-                  f"{len(items)} questions, model {model}")
+    console.print(
+        f"[bold]memory-r1 demo[/]: {conv.sample_id}, sessions {sessions}, {len(conv.turns)} turns, "
+        f"{len(items)} questions, model {model}"
+    )
     system = MemorySystem.from_config(config, bank or ":memory:")
     print_ingest_report(ingest_with_progress(system, conv))
     answers = system.answer([q.question for q in items], conv.sample_id)
@@ -314,9 +348,13 @@ def demo(
     scores = []
     for item, answer in zip(items, answers, strict=True):
         scores.append(f1_score(answer.answer, item.answer or ""))
-        table.add_row(item.question, item.answer, answer.answer, f"{scores[-1]:.2f}", str(len(answer.selected_memory_ids)))
+        table.add_row(
+            item.question,
+            item.answer,
+            answer.answer,
+            f"{scores[-1]:.2f}",
+            str(len(answer.selected_memory_ids)),
+        )
     console.print(table)
     if scores:
         console.print(f"mean F1 {sum(scores) / len(scores):.3f} over {len(scores)} questions")
-
-

@@ -10,6 +10,7 @@ import itertools
 import textwrap
 import types
 import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -33,6 +34,7 @@ from memory_r1.cli.common import (
 from memory_r1.pipeline import DEFAULT_MODEL, MemorySystem, PipelineConfig
 
 if TYPE_CHECKING:
+    from memory_r1.records import Conversation
     from memory_r1.rl.trainer import TrainConfig as TrainConfigT
 
 # ---------------------------------------------------------------- training
@@ -51,11 +53,16 @@ SKIPPED = {"lora"}  # spelled --full below, as before
 def field_docs(cls: type) -> dict[str, str]:
     """Field name -> its docstring (the string literal right after the field), read from the source."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
+    body = tree.body[0].body  # type: ignore[attr-defined]  # the source of a class: a ClassDef
     docs = {}
     for node, after in itertools.pairwise(body):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
             docs[node.target.id] = " ".join(after.value.value.split())
     return docs
 
@@ -67,7 +74,7 @@ def _click_type(hint: object) -> tuple[type, list[str] | None]:
         return str, [str(a) for a in typing.get_args(hint)]
     if args and typing.get_origin(hint) in (typing.Union, types.UnionType):
         return _click_type(args[0])
-    return hint if isinstance(hint, type) else str, None  # type: ignore[return-value]
+    return hint if isinstance(hint, type) else str, None
 
 
 def config_options() -> list[tuple[str, str, inspect.Parameter, list[str] | None]]:
@@ -103,7 +110,7 @@ def config_options() -> list[tuple[str, str, inspect.Parameter, list[str] | None
 def _nested(name: str) -> type:
     from memory_r1.rl.trainer import TrainConfig
 
-    return typing.get_type_hints(TrainConfig)[name]  # type: ignore[no-any-return]
+    return typing.get_type_hints(TrainConfig)[name]
 
 
 def build_config(agent: str, values: dict[str, object], preset: str | None, full: bool) -> TrainConfigT:
@@ -117,10 +124,14 @@ def build_config(agent: str, values: dict[str, object], preset: str | None, full
             flag = "--" + param.replace("_", "-")
             raise ValueError(f"{flag}: expected {'|'.join(choices)}; got {value}")
     if agent not in ("answer", "manager"):
-        raise ValueError(f"expected agent answer|manager, --algo grpo|ppo|sft; got {agent}, {values.get('algo')}")
-    top: dict[str, Any] = {d: values[p] for d, (p, _) in specs.items() if "." not in d and values.get(p) is not None}
+        raise ValueError(
+            f"expected agent answer|manager, --algo grpo|ppo|sft; got {agent}, {values.get('algo')}"
+        )
+    top: dict[str, Any] = {
+        d: values[p] for d, (p, _) in specs.items() if "." not in d and values.get(p) is not None
+    }
     top.setdefault("algo", "grpo")
-    config = TrainConfig(agent=agent, lora=not full, **top)  # type: ignore[arg-type]
+    config = TrainConfig(agent=agent, lora=not full, **top)  # type: ignore[arg-type]  # agent: checked above
     if preset:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
@@ -129,7 +140,8 @@ def build_config(agent: str, values: dict[str, object], preset: str | None, full
         given = {d.split(".", 1)[1]: values[p] for d, (p, _) in specs.items()
                  if d.startswith(name + ".") and values.get(p) is not None}
         if given:
-            config = dataclasses.replace(config, **{name: dataclasses.replace(getattr(config, name), **given)})
+            config = dataclasses.replace(config,
+                                         **{name: dataclasses.replace(getattr(config, name), **given)})
     return config
 
 
@@ -142,7 +154,8 @@ def train(agent: str, preset: str | None, full: bool, resume: bool, **values: ob
     if resume and not trainer.resume():
         raise ValueError(f"--resume: no checkpoint in {config.out / 'checkpoint'}")
     with progress_bar(TextColumn("{task.fields[info]}")) as progress:
-        task = progress.add_task(f"{config.algo} {agent}", total=config.steps, completed=trainer.step, info="")
+        task = progress.add_task(f"{config.algo} {agent}", total=config.steps, completed=trainer.step,
+                                 info="")
 
         def on_step(stats: dict[str, float]) -> None:
             info = (f"reward {stats['reward_mean']:.3f}" if "reward_mean" in stats
@@ -170,9 +183,10 @@ def _register_train() -> None:
     @functools.wraps(train)
     def command(*args: object, **kwargs: object) -> None:
         agent, preset, full, resume = (kwargs.pop(k) for k in ("agent", "preset", "full", "resume"))
+        # typer parsed and typed the values from the signature below
         train(str(agent), preset, bool(full), bool(resume), **kwargs)  # type: ignore[arg-type]
 
-    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]  # read by typer (inspect)
     command.__annotations__ = {p.name: p.annotation for p in params}
     app.command("train")(user_errors(command))
 
@@ -180,13 +194,15 @@ def _register_train() -> None:
 _register_train()
 
 
-def _dataset_system(model: str, backend: str, base_url: str | None, embedding_model: str, bank: Path) -> MemorySystem:
+def _dataset_system(model: str, backend: str, base_url: str | None, embedding_model: str,
+                    bank: Path) -> MemorySystem:
     config = PipelineConfig(model=model, backend=backend, base_url=base_url, embedding_model=embedding_model)
     bank.parent.mkdir(parents=True, exist_ok=True)
     return MemorySystem.from_config(config, bank)
 
 
-def _build_with_progress(build, system: MemorySystem, conv, out: Path, stage: str, kind: str) -> None:
+def _build_with_progress(build: Callable[..., Sequence[object]], system: MemorySystem, conv: Conversation,
+                         out: Path, stage: str, kind: str) -> None:
     """Run a dataset builder (it ingests turn by turn) under a progress bar and say what it wrote."""
     with progress_bar() as progress:
         task = progress.add_task(f"{stage} {conv.sample_id}", total=len(conv.turns))
@@ -197,11 +213,15 @@ def _build_with_progress(build, system: MemorySystem, conv, out: Path, stage: st
 @data_app.command("build-manager")
 @user_errors
 def data_build_manager(
-    out: Annotated[Path, typer.Option(help="Dataset folder: manager.jsonl and banks/ snapshots.")] = Path("runs/data/manager"),
+    out: Annotated[Path, typer.Option(help="Dataset folder: manager.jsonl and banks/ snapshots.")] = Path(
+        "runs/data/manager"
+    ),
     data: Annotated[Path | None, typer.Option("--data", help="locomo10.json.")] = None,
     conversation: ConvOpt = "conv-26",
     sessions: SessionsOpt = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Teacher that builds the temporal banks.")] = DEFAULT_MODEL,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Teacher that builds the temporal banks.")
+    ] = DEFAULT_MODEL,
     backend: BackendOpt = "transformers",
     base_url: BaseUrlOpt = None,
     embedding_model: EmbedOpt = PipelineConfig.embedding_model,
@@ -217,14 +237,22 @@ def data_build_manager(
 @data_app.command("build-answer")
 @user_errors
 def data_build_answer(
-    out: Annotated[Path, typer.Option(help="Dataset folder: answer.jsonl and the bank.")] = Path("runs/data/answer"),
+    out: Annotated[Path, typer.Option(help="Dataset folder: answer.jsonl and the bank.")] = Path(
+        "runs/data/answer"
+    ),
     data: Annotated[Path | None, typer.Option("--data", help="locomo10.json.")] = None,
     conversation: ConvOpt = "conv-26",
     sessions: SessionsOpt = None,
-    manager_model: Annotated[str, typer.Option(help="Memory Manager whose banks the answers are trained on.")] = DEFAULT_MODEL,
-    memories: Annotated[str, typer.Option(
-        help="manager: the bank the Memory Manager builds; turns: every dialogue turn stored verbatim (the "
-             "`rag` system's bank), which trains the Answer Agent apart from the manager's quality.")] = "manager",
+    manager_model: Annotated[
+        str, typer.Option(help="Memory Manager whose banks the answers are trained on.")
+    ] = DEFAULT_MODEL,
+    memories: Annotated[
+        str,
+        typer.Option(
+            help="manager: the bank the Memory Manager builds; turns: every dialogue turn stored verbatim "
+            "(the `rag` system's bank), which trains the Answer Agent apart from the manager's quality."
+        ),
+    ] = "manager",
     backend: BackendOpt = "transformers",
     base_url: BaseUrlOpt = None,
     embedding_model: EmbedOpt = PipelineConfig.embedding_model,

@@ -126,7 +126,9 @@ def read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(read_json_text(path, what))
     except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+        raise DatasetError(
+            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
 
 
 def require_object(value: Any, where: str) -> dict[str, Any]:

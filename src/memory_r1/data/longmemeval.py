@@ -105,7 +105,9 @@ def _parse_item(item: Any, where: str) -> Conversation:
     where = f"{where} ({qid})"
     qtype = require_field(item, "question_type", str, where)
     if qtype not in QUESTION_TYPES:
-        raise DatasetError(f"{where}: unknown question_type {qtype!r} (expected one of {', '.join(QUESTION_TYPES)})")
+        raise DatasetError(
+            f"{where}: unknown question_type {qtype!r} (expected one of {', '.join(QUESTION_TYPES)})"
+        )
     ids = _strings(item, "haystack_session_ids", where)
     dates = _strings(item, "haystack_dates", where)
     raw_sessions = require_field(item, "haystack_sessions", list, where)
@@ -143,7 +145,8 @@ def _parse_session(raw: Any, number: int, date: str, where: str) -> Session:
         role = require_field(turn, "role", str, at)
         if role not in _ROLES:
             raise DatasetError(f"{at}: role must be 'user' or 'assistant', got {role!r}")
-        turns.append(Turn(speaker=_ROLES[role], dia_id=f"D{number}:{i}", text=require_field(turn, "content", str, at),
+        turns.append(Turn(speaker=_ROLES[role], dia_id=f"D{number}:{i}",
+                          text=require_field(turn, "content", str, at),
                           session=number, timestamp=date, occurred_at=occurred_at))
     return Session(index=number, timestamp=date, occurred_at=occurred_at, turns=tuple(turns))
 
@@ -157,7 +160,9 @@ def _flagged(raw: list[Any]) -> list[bool]:
 
 def longmemeval_file(variant: str) -> RemoteFile:
     if variant not in LONGMEMEVAL_FILES:
-        raise DatasetError(f"unknown LongMemEval variant {variant!r}; choose one of {', '.join(LONGMEMEVAL_FILES)}")
+        raise DatasetError(
+            f"unknown LongMemEval variant {variant!r}; choose one of {', '.join(LONGMEMEVAL_FILES)}"
+        )
     return LONGMEMEVAL_FILES[variant]
 
 
@@ -172,7 +177,9 @@ def find_longmemeval(explicit: str | Path | None = None, variant: str = "s") -> 
     if path.is_dir():
         path = path / longmemeval_file(variant).name
     if not path.is_file():
-        hint = "" if explicit is not None else f"; run `memory-r1 data download longmemeval --variant {variant}`"
+        hint = (
+            "" if explicit is not None else f"; run `memory-r1 data download longmemeval --variant {variant}`"
+        )
         raise DatasetNotFoundError(f"LongMemEval file {path} does not exist{hint} or pass --data PATH")
     return path
 

@@ -57,7 +57,9 @@ def load_msc(path: str | Path) -> list[Conversation]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path}: line {number + 1} is not valid JSON: {exc.msg} at column {exc.colno}") from exc
+            raise DatasetError(
+                f"{path}: line {number + 1} is not valid JSON: {exc.msg} at column {exc.colno}"
+            ) from exc
         conversations.append(parse_msc_row(row, len(conversations), f"{path}: line {number + 1}"))
     if not conversations:
         raise DatasetError(f"{path} holds no MSC rows")
@@ -85,7 +87,11 @@ def parse_msc_row(row: Any, index: int, where: str = "<row>") -> Conversation:
 
 def _label(number: int, previous: Mapping[str, Any]) -> str:
     gap = previous.get("time_back")
-    return f"session {number} ({gap} before the current session)" if isinstance(gap, str) and gap else f"session {number}"
+    return (
+        f"session {number} ({gap} before the current session)"
+        if isinstance(gap, str) and gap
+        else f"session {number}"
+    )
 
 
 def _session(raw: list[Any], number: int, timestamp: str, where: str) -> Session:
@@ -96,8 +102,8 @@ def _session(raw: list[Any], number: int, timestamp: str, where: str) -> Session
         speaker = turn.get("id", SPEAKERS[i % 2])
         if speaker not in SPEAKERS:
             raise DatasetError(f"{at}: 'id' must be 'Speaker 1' or 'Speaker 2', got {speaker!r}")
-        turns.append(Turn(speaker=speaker, dia_id=f"D{number}:{i + 1}", text=require_field(turn, "text", str, at),
-                          session=number, timestamp=timestamp))
+        turns.append(Turn(speaker=speaker, dia_id=f"D{number}:{i + 1}",
+                          text=require_field(turn, "text", str, at), session=number, timestamp=timestamp))
     return Session(index=number, timestamp=timestamp, occurred_at=None, turns=tuple(turns))
 
 

@@ -72,7 +72,9 @@ def load_cases(path: Path, locomo: Path | None = None, split: str = "all") -> li
     conversations: dict[str, Conversation] = {}
     if any(r.get("source") == "locomo" for r in rows):
         if locomo is None:
-            raise DatasetError(f"{path} has LoCoMo cases: pass the LoCoMo file (--data) to rebuild their text")
+            raise DatasetError(
+                f"{path} has LoCoMo cases: pass the LoCoMo file (--data) to rebuild their text"
+            )
         conversations = {c.sample_id: c for c in load_locomo(locomo)}
     return [_case(row, conversations, path) for row in rows]
 
@@ -86,7 +88,8 @@ def _case(row: dict, conversations: dict[str, Conversation], path: Path) -> Deci
         else:
             fact, memories = row["fact"], tuple(row["memories"])
         target = row.get("target")
-        case = DecisionCase(row["id"], row["split"], row["source"], row["kind"], row["labelled_by"], Event(row["event"]),
+        case = DecisionCase(row["id"], row["split"], row["source"], row["kind"], row["labelled_by"],
+                            Event(row["event"]),
                             tuple(Event(e) for e in row.get("also", ())), target, fact, memories)
     except (KeyError, ValueError, TypeError) as e:
         raise DatasetError(f"{path}: bad case {str(row.get('id', '?'))[:40]}: {type(e).__name__} {e}") from e
@@ -108,13 +111,19 @@ def decide(operations: Sequence[Operation]) -> tuple[Event, int | None]:
     return Event.NOOP, None
 
 
-def score_case(case: DecisionCase, operations: Sequence[Operation], raw_output: str, tokens: int) -> CaseResult:
+def score_case(case: DecisionCase, operations: Sequence[Operation], raw_output: str,
+               tokens: int) -> CaseResult:
     event, target = decide(operations)
     predicted = case.event if event in case.also else event
-    target_ok = (target == case.target) if predicted is case.event and case.event in (Event.UPDATE, Event.DELETE) else None
+    target_ok = (
+        (target == case.target)
+        if predicted is case.event and case.event in (Event.UPDATE, Event.DELETE)
+        else None
+    )
     correct = predicted is case.event and target_ok is not False
     rejections = tuple(op.rejection.value for op in operations if op.rejection is not None)
-    return CaseResult(case.id, case.kind, case.event, predicted, target_ok, correct, rejections, tokens, raw_output)
+    return CaseResult(case.id, case.kind, case.event, predicted, target_ok, correct, rejections, tokens,
+                      raw_output)
 
 
 def run_cases(
@@ -134,7 +143,8 @@ def run_cases(
         batch = ordered[start : start + batch_size]
         gen_config = generation_config(config, built[batch[0].id])  # one schema per protocol
         generations = generator.generate([built[c.id].messages for c in batch], gen_config)
-        batch_results = [score_case(case, parse_decision(built[case.id], g.text), g.text, g.usage.completion_tokens)
+        batch_results = [score_case(case, parse_decision(built[case.id], g.text), g.text,
+                                    g.usage.completion_tokens)
                          for case, g in zip(batch, generations, strict=True)]
         on_batch(batch_results)
         results += batch_results
@@ -208,7 +218,8 @@ def summarize_results(results: Sequence[CaseResult]) -> dict:
         "by_kind": {kind: summarize([float(r.correct) for r in results if r.kind == kind])
                     for kind in sorted({r.kind for r in results})},
         "completion_tokens_mean": float(np.mean([r.completion_tokens for r in results])) if results else 0.0,
-        "cases": [{"id": r.case_id, "gold": r.gold.value, "predicted": r.predicted.value, "correct": int(r.correct)}
+        "cases": [{"id": r.case_id, "gold": r.gold.value, "predicted": r.predicted.value,
+                   "correct": int(r.correct)}
                   for r in sorted(results, key=lambda r: r.case_id)],
     }
 

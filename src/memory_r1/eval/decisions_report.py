@@ -36,8 +36,9 @@ def name(summary: dict) -> str:
 def overview_rows(summaries: Sequence[dict]) -> list[list[str]]:
     rows = []
     for s in summaries:
-        rows.append([name(s), str(s["n"]), pct_ci(s["accuracy"]), pct_ci(s["event_accuracy"]), pct_ci(s["macro_f1"]),
-                     pct_ci(s["target_accuracy"]), pct_ci(s["rejections"]["any"]), f"{s['completion_tokens_mean']:.0f}"])
+        rows.append([name(s), str(s["n"]), pct_ci(s["accuracy"]), pct_ci(s["event_accuracy"]),
+                     pct_ci(s["macro_f1"]), pct_ci(s["target_accuracy"]), pct_ci(s["rejections"]["any"]),
+                     f"{s['completion_tokens_mean']:.0f}"])
     return rows
 
 
@@ -47,13 +48,16 @@ OVERVIEW_HEADER = ["protocol (model)", "cases", "decision acc.", "event acc.", "
 
 def confusion_table(summary: dict) -> list[str]:
     labels = summary["confusion"]["labels"]
-    rows = [[f"**{gold}**", *(str(v) for v in row)] for gold, row in zip(labels, summary["confusion"]["matrix"], strict=True)]
+    rows = [
+        [f"**{gold}**", *(str(v) for v in row)]
+        for gold, row in zip(labels, summary["confusion"]["matrix"], strict=True)
+    ]
     return _table(["gold \\ predicted", *labels], rows)
 
 
 def per_event_table(summary: dict) -> list[str]:
-    rows = [[event, f"{100 * s['precision']:.1f}", f"{100 * s['recall']:.1f}", f"{100 * s['f1']:.1f}", str(s["support"]),
-             str(s["predicted"])] for event, s in summary["per_event"].items()]
+    rows = [[event, f"{100 * s['precision']:.1f}", f"{100 * s['recall']:.1f}", f"{100 * s['f1']:.1f}",
+             str(s["support"]), str(s["predicted"])] for event, s in summary["per_event"].items()]
     return _table(["event", "precision", "recall", "F1", "gold", "predicted"], rows)
 
 
@@ -77,13 +81,17 @@ def write_report(summaries: Sequence[dict], out_dir: Path, title: str = "Memory 
         rows = []
         for s in summaries[1:]:
             d = paired_difference(summaries[0], s)
-            rows.append([name(s), f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]", str(d["n"])])
+            rows.append([name(s),
+                         f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]",
+                         str(d["n"])])
         lines += [f"Paired difference in decision accuracy against {name(summaries[0])} (same cases):", ""]
         lines += _table(["run", "Δ decision acc. [95% CI]", "cases"], rows) + [""]
     kinds = sorted({k for s in summaries for k in s["by_kind"]})
     lines += ["Decision accuracy by kind of case:", ""]
-    lines += _table(["kind", *(name(s) for s in summaries)],
-                    [[k, *(pct_ci(s["by_kind"][k]) if k in s["by_kind"] else "–" for s in summaries)] for k in kinds]) + [""]
+    lines += _table(
+        ["kind", *(name(s) for s in summaries)],
+        [[k, *(pct_ci(s["by_kind"][k]) if k in s["by_kind"] else "–" for s in summaries)] for k in kinds],
+    ) + [""]
     for i, s in enumerate(summaries):
         plot = plot_confusion(s, out_dir / f"confusion-{i + 1}.png")
         lines += [f"## {name(s)}", "", f"![confusion matrix]({plot.name})", "", *confusion_table(s), "",

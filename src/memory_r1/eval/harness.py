@@ -15,10 +15,11 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from memory_r1 import __version__
 from memory_r1.data import select_sessions, split_conversations
@@ -49,6 +50,7 @@ from memory_r1.prompts import judge_longmemeval
 from memory_r1.records import Category, Conversation, QAItem
 
 METRICS = ("f1", "bleu1", "em")
+T = TypeVar("T")
 
 
 class ResultsDirError(ValueError):
@@ -112,14 +114,16 @@ def run_eval(
     start = time.perf_counter()
 
     selected = _select(conversations, config)
-    if isinstance(system, ConcurrentPreparation) and config.concurrent_conversations > 1 and len(selected) > 1:
+    if isinstance(system,
+                  ConcurrentPreparation) and config.concurrent_conversations > 1 and len(selected) > 1:
         callbacks.on_prepare(len(selected), sum(len(c.turns) for c in selected))
         for i in range(0, len(selected), config.concurrent_conversations):
             system.prepare_many(selected[i : i + config.concurrent_conversations], banks_dir,
                                 on_turn=lambda _turn: callbacks.on_turn())
     for conversation in selected:
         questions = _questions(conversation, config)
-        callbacks.on_conversation(conversation.sample_id, len(conversation.turns), len(questions) * len(config.seeds))
+        callbacks.on_conversation(conversation.sample_id, len(conversation.turns),
+                                  len(questions) * len(config.seeds))
         system.prepare(conversation, banks_dir, on_turn=lambda _turn: callbacks.on_turn())
         for seed in config.seeds:
             todo = [q for q in questions if _key(seed, q) not in done]
@@ -160,8 +164,15 @@ def _answer_batch(
     judge_s = 0.0
     if judge is not None:
         t0 = time.perf_counter()
-        items = [JudgeItem(q.question, g, a.answer, _judge_task(q)) for q, g, a in zip(batch, golds, answers, strict=True)]
-        fixes = [(i, JudgeItem(q.question, c, answers[i].answer)) for i, (q, c) in enumerate(zip(batch, corrected)) if c]
+        items = [
+            JudgeItem(q.question, g, a.answer, _judge_task(q))
+            for q, g, a in zip(batch, golds, answers, strict=True)
+        ]
+        fixes = [
+            (i, JudgeItem(q.question, c, answers[i].answer))
+            for i, (q, c) in enumerate(zip(batch, corrected, strict=True))
+            if c
+        ]
         results = judge.judge(items + [item for _, item in fixes])
         judged = list(results[: len(batch)])
         for (i, _), result in zip(fixes, results[len(batch):], strict=True):
@@ -178,31 +189,35 @@ def _answer_batch(
             corrected_scores = dict(score_answer(answer.answer, fixed))
             if judged_corrected[i] is not None:
                 corrected_scores["j"] = _j(judged_corrected[i])
-        rows.append(ResultRow(
-            key=_key(seed, q),
-            seed=seed,
-            sample_id=q.sample_id,
-            qa_index=q.index,
-            category=int(q.category) if q.category is not None else None,
-            question=q.question,
-            gold=golds[i],
-            prediction=answer.answer,
-            scores=scores,
-            selected_memory_ids=list(answer.selected_memory_ids),
-            selected_memories=[m.entry.text for m in answer.retrieved if m.entry.id in answer.selected_memory_ids],
-            retrieved=len(answer.retrieved),
-            raw_output=answer.raw_output,
-            parse_error=answer.parse_error,
-            prompt_version=answer.prompt_version,
-            latency_s={"search": answer.search_s, "answer": answer.usage.latency_s, "judge": judge_s},
-            tokens={"prompt": answer.usage.prompt_tokens, "completion": answer.usage.completion_tokens},
-            judge=_judge_record(judged[i]),
-            corrected_gold=fixed or None,
-            corrected_scores=corrected_scores,
-            dataset=q.dataset,
-            question_type=q.question_type,
-            abstention=q.abstention,
-        ))
+        rows.append(
+            ResultRow(
+                key=_key(seed, q),
+                seed=seed,
+                sample_id=q.sample_id,
+                qa_index=q.index,
+                category=int(q.category) if q.category is not None else None,
+                question=q.question,
+                gold=golds[i],
+                prediction=answer.answer,
+                scores=scores,
+                selected_memory_ids=list(answer.selected_memory_ids),
+                selected_memories=[
+                    m.entry.text for m in answer.retrieved if m.entry.id in answer.selected_memory_ids
+                ],
+                retrieved=len(answer.retrieved),
+                raw_output=answer.raw_output,
+                parse_error=answer.parse_error,
+                prompt_version=answer.prompt_version,
+                latency_s={"search": answer.search_s, "answer": answer.usage.latency_s, "judge": judge_s},
+                tokens={"prompt": answer.usage.prompt_tokens, "completion": answer.usage.completion_tokens},
+                judge=_judge_record(judged[i]),
+                corrected_gold=fixed or None,
+                corrected_scores=corrected_scores,
+                dataset=q.dataset,
+                question_type=q.question_type,
+                abstention=q.abstention,
+            )
+        )
     return rows
 
 
@@ -213,9 +228,10 @@ def _judge_task(q: QAItem) -> str | None:
 
 def _lexical(q: QAItem, prediction: str, gold: str) -> MetricScores:
     """F1 / BLEU-1 / EM against the gold answer. An abstention question's "answer" explains why nothing can
-    be answered, so token overlap with it means nothing: those get no lexical scores (the judge grades them)."""
+    be answered, so token overlap with it means nothing: those get no lexical scores (the judge grades
+    them)."""
     if q.abstention:
-        return {m: None for m in METRICS}
+        return dict.fromkeys(METRICS)
     return dict(score_answer(prediction, gold))
 
 
@@ -273,10 +289,14 @@ def _by_type(rows: Sequence[ResultRow], metrics: Sequence[str]) -> dict[str, Cat
         groups.setdefault(r.question_type or "unknown", []).append(r)
         if r.abstention:
             groups.setdefault("abstention", []).append(r)
-    return {name: CategoryScores(_scores(subset, metrics), len(subset)) for name, subset in sorted(groups.items())}
+    return {
+        name: CategoryScores(_scores(subset, metrics), len(subset)) for name, subset in sorted(groups.items())
+    }
 
 
-def _compute(rows: list[ResultRow], records_by_conversation: dict[str, list[TurnRecord] | None]) -> dict[str, float]:
+def _compute(
+    rows: list[ResultRow], records_by_conversation: dict[str, list[TurnRecord] | None]
+) -> dict[str, float]:
     """Seconds spent per stage, summed over every row and turn on record: unlike `run.wall_s` (the last
     invocation only) it counts all the work of a run resumed across sessions. Ingest stages describe the
     bank, which a run that reuses a bank did not pay for."""
@@ -326,7 +346,8 @@ def _seeds(rows: Sequence[ResultRow], metrics: Sequence[str]) -> SeedSpread:
         subset = [r for r in rows if r.seed == seed]
         per_seed[str(seed)] = {m: _scores(subset, [m])[m].mean for m in metrics}
     spread = {m: mean_std([v for s in per_seed.values() if (v := s[m]) is not None]) for m in metrics}
-    return SeedSpread(per_seed, {m: v["mean"] for m, v in spread.items()}, {m: v["std"] for m, v in spread.items()})
+    return SeedSpread(per_seed, {m: v["mean"] for m, v in spread.items()},
+                      {m: v["std"] for m, v in spread.items()})
 
 
 def _operations(records: dict[str, list[TurnRecord] | None]) -> OperationStats | None:
@@ -383,7 +404,8 @@ def _costs(rows: list[ResultRow], records_by_conversation: dict[str, list[TurnRe
 
 def _per_call(pairs: list[tuple[int, int]]) -> StageTokens:
     n = len(pairs)
-    return StageTokens(sum(p for p, _ in pairs) / n if n else 0.0, sum(c for _, c in pairs) / n if n else 0.0, n)
+    return StageTokens(sum(p for p, _ in pairs) / n if n else 0.0, sum(c for _, c in pairs) / n if n else 0.0,
+                       n)
 
 
 def _judge_version(rows: list[ResultRow]) -> str:
@@ -438,7 +460,9 @@ def _check_or_write_run(out_dir: Path, system: EvalSystem, config: EvalConfig) -
         try:
             found = json.loads(path.read_text())
         except json.JSONDecodeError as error:
-            raise ResultsDirError(f"{path} is not valid JSON ({error}); use another --out directory") from None
+            raise ResultsDirError(
+                f"{path} is not valid JSON ({error}); use another --out directory"
+            ) from None
         mismatched = {k: (found.get(k), v) for k, v in identity.items() if found.get(k) != v}
         if mismatched:
             what = ", ".join(f"{k} {a!r} (asked {b!r})" for k, (a, b) in mismatched.items())
@@ -453,7 +477,9 @@ def _select(conversations: Sequence[Conversation], config: EvalConfig) -> list[C
         known = {c.sample_id for c in chosen}
         unknown = [c for c in config.conversations if c not in known]
         if unknown:
-            raise ValueError(f"conversations {unknown} are not in split {config.split!r} ({', '.join(sorted(known))})")
+            raise ValueError(
+                f"conversations {unknown} are not in split {config.split!r} ({', '.join(sorted(known))})"
+            )
         chosen = [c for c in chosen if c.sample_id in config.conversations]
     if config.sessions:
         chosen = [select_sessions(c, config.sessions) for c in chosen]
@@ -471,7 +497,7 @@ def _key(seed: int, q: QAItem) -> str:
     return f"{seed}/{q.sample_id}/{q.index}"
 
 
-def _batches(items: list, size: int):
+def _batches(items: list[T], size: int) -> Iterator[list[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
@@ -496,7 +522,9 @@ def load_corrections(path: Path, conversations: Sequence[Conversation]) -> dict[
         index = d["qa_index"]
         item = next((q for q in conversation.qa if q.index == index), None) if conversation else None
         if item is None:
-            raise ValueError(f"{path}: entry {i} points at no question ({d['sample_id']!r}, qa_index {index!r})")
+            raise ValueError(
+                f"{path}: entry {i} points at no question ({d['sample_id']!r}, qa_index {index!r})"
+            )
         if "question" in d and d["question"] != item.question:
             raise ValueError(f"{path}: entry {i}: question text differs from {d['sample_id']} qa[{index}]")
         if item.category == Category.ADVERSARIAL:

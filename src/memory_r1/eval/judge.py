@@ -206,13 +206,13 @@ class Judge:
         are generated once. Each batch's parsed judgements are committed before the next batch runs,
         so an interrupted run keeps what it paid for."""
         keys = [cache_key(self.model, item.prompt_version, item) for item in items]
-        by_key = dict(zip(keys, items))
+        by_key = dict(zip(keys, items, strict=True))
         with self._connect() as conn:
             results = self._lookup(conn, by_key) if conn is not None else {}
             pending = [key for key in by_key if key not in results]
             for start in range(0, len(pending), self.batch_size):
                 batch = pending[start : start + self.batch_size]
-                fresh = dict(zip(batch, self._judge_batch([by_key[key] for key in batch])))
+                fresh = dict(zip(batch, self._judge_batch([by_key[key] for key in batch]), strict=True))
                 if conn is not None:
                     self._store(conn, {key: (by_key[key], r) for key, r in fresh.items()})
                 results.update(fresh)

@@ -46,8 +46,8 @@ _SENTENCE_END = re.compile(r"([.!?])[\"')\]]*\s+(?=\S)")
 # numbers (2023.), and a short fixed list of common abbreviations (ours; punkt's list is learned).
 _NO_BREAK_WORD = re.compile(r"[a-z](?:\.[a-z])*|\d[\d.,]*")
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st mt ft vs etc inc ltd approx dept "
-    "jan feb mar apr jun jul aug sep sept oct nov dec".split()
+    ["mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "ft", "vs", "etc", "inc", "ltd", "approx",
+     "dept", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"]
 )
 
 

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -158,9 +159,11 @@ def _header(runs: Sequence[Run]) -> list[str]:
     for r in runs:
         info = r.info
         rows.append([r.name, info.split or "?", _questions(r.summary),
-                     ", ".join(map(str, info.seeds)) or DASH, _seconds(info.wall_s), _compute_minutes(r.summary),
-                     info.finished_at or DASH])
-    lines += _table(["run", "split", "questions", "seeds", "last invocation (s)", "compute (min)", "finished"], rows)
+                     ", ".join(map(str, info.seeds)) or DASH, _seconds(info.wall_s),
+                     _compute_minutes(r.summary), info.finished_at or DASH])
+    lines += _table(
+        ["run", "split", "questions", "seeds", "last invocation (s)", "compute (min)", "finished"], rows
+    )
     lines += [f"- {r.name}: `{r.info.command or '?'}`" for r in runs] + [""]
     return lines
 
@@ -177,7 +180,8 @@ def _compute_minutes(summary: RunSummary) -> str:
 
 def _overall(runs: Sequence[Run]) -> list[str]:
     metrics = _metrics_present(runs)
-    rows = [[r.name, _questions(r.summary), *(_pct_ci(r.summary.overall.get(m)) for m in metrics)] for r in runs]
+    rows = [[r.name, _questions(r.summary),
+             *(_pct_ci(r.summary.overall.get(m)) for m in metrics)] for r in runs]
     return _table(["run", "n", *(METRICS[m] for m in metrics)], rows)
 
 
@@ -201,10 +205,14 @@ def _paired(runs: Sequence[Run]) -> list[str]:
                       if (a := scores[k].get(m)) is not None and (b := base[k].get(m)) is not None]
             cells.append(_signed_ci(summarize(deltas)) if deltas else DASH)
         rows.append([run.name, str(len(shared)), *cells])
-    return ["## Paired differences", "",
-            f"Each run minus **{runs[0].name}** on the same questions, in points, with a 95% bootstrap CI over "
-            "questions; an interval that excludes 0 is a difference this sample supports.", "",
-            *_table(["run", "shared questions", *(METRICS[m] for m in metrics)], rows)]
+    return [
+        "## Paired differences",
+        "",
+        (f"Each run minus **{runs[0].name}** on the same questions, in points, with a 95% bootstrap CI over "
+         "questions; an interval that excludes 0 is a difference this sample supports."),
+        "",
+        *_table(["run", "shared questions", *(METRICS[m] for m in metrics)], rows),
+    ]
 
 
 def _signed_ci(stat: dict) -> str:
@@ -251,14 +259,14 @@ def _n_of(record: CategoryScores | None) -> str:
 def _by_category(runs: Sequence[Run]) -> list[str]:
     parts = {r.name: (r.summary.by_category, r.summary.overall) for r in runs}
     return ["## By category, paper labels", "",
-            "Labels and column order of the Mem0 and Memory-R1 tables (LoCoMo category id in brackets). "
-            "Only these labels reproduce the published Overall numbers: use them to compare with the "
-            "paper.", "",
+            ("Labels and column order of the Mem0 and Memory-R1 tables (LoCoMo category id in brackets). "
+             "Only these labels reproduce the published Overall numbers: use them to compare with the "
+             "paper."), "",
             *_category_tables(runs, "paper", parts),
             "## By category, LoCoMo labels", "",
-            "The same scores under LoCoMo's own category names, in id order (the paper's labels are "
-            "permuted: LoCoMo's multi-hop is the paper's Single Hop, open-domain its Multi-Hop, single-hop "
-            "its Open Domain).", "",
+            ("The same scores under LoCoMo's own category names, in id order (the paper's labels are "
+             "permuted: LoCoMo's multi-hop is the paper's Single Hop, open-domain its Multi-Hop, single-hop "
+             "its Open Domain)."), "",
             *_category_tables(runs, "locomo", parts)]
 
 
@@ -269,9 +277,9 @@ def _published(runs: Sequence[Run]) -> list[str]:
                        for i, v in enumerate(llama + qwen))] for method, (llama, qwen) in PUBLISHED.items()]
     off_test = sorted({r.name for r in runs if r.info.split != "test"})
     lines = ["## Published reference (not our runs)", "",
-             "Overall F1 / BLEU-1 / J in percent as published in the Memory-R1 paper, on the LoCoMo test "
-             "split (8 conversations, 1,307 questions) with 7-8B backbones, judged by an unnamed LLM. "
-             "These are published numbers, not ours.", "", *_table(header, rows),
+             ("Overall F1 / BLEU-1 / J in percent as published in the Memory-R1 paper, on the LoCoMo test "
+              "split (8 conversations, 1,307 questions) with 7-8B backbones, judged by an unnamed LLM. "
+              "These are published numbers, not ours."), "", *_table(header, rows),
              "\\* the paper's per-category values imply 58.30.", ""]
     if off_test:
         lines += [f"Not comparable with these: {', '.join(off_test)} (not on the test split).", ""]
@@ -311,8 +319,8 @@ def _corrected(runs: Sequence[Run]) -> list[str]:
     rows = [[r.name, DASH if c.changed is None else str(c.changed),
              *(_pct_ci(c.overall.get(m)) for m in metrics)] for r, c in fixed]
     lines = ["## Corrected gold answers", "",
-             "Scores against gold answers corrected by the public audit of LoCoMo (about 6.4% of answers are "
-             "wrong); `changed` counts the questions whose gold answer differs.", "",
+             ("Scores against gold answers corrected by the public audit of LoCoMo (about 6.4% of answers "
+              "are wrong); `changed` counts the questions whose gold answer differs."), "",
              *_table(["run", "changed", *(METRICS[m] for m in metrics)], rows)]
     if any(by_cat for by_cat, _ in parts.values()):
         lines += ["By category, paper labels:", "", *_category_tables([r for r, _ in fixed], "paper", parts)]
@@ -340,8 +348,8 @@ def _operations(runs: Sequence[Run]) -> list[str]:
     if not rows:
         return []
     lines = ["## Memory operations", "",
-             "Operation mix (share of ADD/UPDATE/DELETE/NOOP); `rejected`: operations the bank refused; "
-             "parse failures: manager decisions whose output could not be parsed.", "",
+             ("Operation mix (share of ADD/UPDATE/DELETE/NOOP); `rejected`: operations the bank refused; "
+              "parse failures: manager decisions whose output could not be parsed."), "",
              *_table(["run", *OPERATIONS, "rejected", "unparsable / decisions", "parse failures",
                       "extract failures", "turns", "final bank"], rows)]
     if without:
@@ -364,8 +372,9 @@ def _costs(runs: Sequence[Run]) -> list[str]:
     compute = [[r.name, *(f"{compute.get(s, 0) / 60:.1f}" for s in STAGES)]
                for r in runs if (compute := r.summary.compute_s) is not None]
     if compute:
-        lines += ["## Compute", "", "Minutes in each stage, summed over all invocations of a resumed run; ingest "
-                  "stages count the bank's construction, which a run reusing that bank did not repeat.", "",
+        lines += ["## Compute", "",
+                  ("Minutes in each stage, summed over all invocations of a resumed run; ingest "
+                   "stages count the bank's construction, which a run reusing that bank did not repeat."), "",
                   *_table(["run", *STAGES], compute)]
     return lines
 
@@ -414,10 +423,10 @@ def _color(runs: Sequence[Run], run: Run) -> str:
     return f"C{runs.index(run) % 10}"
 
 
-def _legend(ax: Axes, **kw) -> None:
+def _legend(ax: Axes, **kw: Any) -> None:
     """One legend entry per run, although each run drew one bar per group."""
     handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
+    unique = dict(zip(labels, handles, strict=True))
     ax.legend(unique.values(), unique.keys(), fontsize=8, **kw)
 
 
@@ -436,7 +445,11 @@ def _category_panel(ax: Axes, runs: Sequence[Run], scored: Sequence[Run], metric
                 continue
             mean = 100 * stat.mean
             ci = stat.ci95
-            err = None if ci is None or any(_missing(v) for v in ci) else [[mean - 100 * ci[0]], [100 * ci[1] - mean]]
+            err = (
+                None
+                if ci is None or any(_missing(v) for v in ci)
+                else [[mean - 100 * ci[0]], [100 * ci[1] - mean]]
+            )
             ax.bar(x, mean, width, yerr=err, capsize=3, color=_color(runs, run), label=run.name,
                    error_kw={"elinewidth": 1})
             top = mean if err is None or ci is None else 100 * ci[1]
@@ -476,7 +489,7 @@ def plot_operations(runs: Sequence[Run], path: Path) -> Path | None:
         xs = [g - 0.4 + width * (i + 0.5) for g in range(len(OPERATIONS))]
         shares = [100 * c / total for c in counts]
         ax.bar(xs, shares, width, color=_color(runs, run), label=run.name)
-        for x, share, count in zip(xs, shares, counts):
+        for x, share, count in zip(xs, shares, counts, strict=True):
             ax.text(x, share + 1, f"{count:,}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(OPERATIONS)), OPERATIONS)
     ax.set_ylabel("share of operations (%)")
@@ -521,8 +534,11 @@ def plot_latency(runs: Sequence[Run], path: Path) -> Path | None:
     width = 0.8 / len(runs)
     values: list[float] = []
     for g, stage in enumerate(stages):
-        timed = [(r, p50, p.p95) for r in runs
-                 if (p := r.summary.latency_s.get(stage)) and (p50 := p.p50) is not None and not _missing(p50)]
+        timed = [
+            (r, p50, p.p95)
+            for r in runs
+            if (p := r.summary.latency_s.get(stage)) and (p50 := p.p50) is not None and not _missing(p50)
+        ]
         for i, (run, p50, p95) in enumerate(timed):  # only timed runs get a slot: the group stays centred
             upper = 0.0 if p95 is None or _missing(p95) else max(0.0, p95 - p50)
             ax.bar(g + width * (i - (len(timed) - 1) / 2), p50, width, yerr=[[0.0], [upper]], capsize=3,
@@ -559,8 +575,8 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path) -> Path:
         (out_dir / name).unlink(missing_ok=True)  # a plot skipped now must not leave an older one behind
         plots[title] = plot(runs, out_dir / name)
     lines = [*_header(runs),
-             "## Overall", "", "Percent, mean over questions with a 95% percentile-bootstrap CI "
-             "(questions resampled).", "", *_overall(runs), *_paired(runs),
+             "## Overall", "", ("Percent, mean over questions with a 95% percentile-bootstrap CI "
+             "(questions resampled)."), "", *_overall(runs), *_paired(runs),
              *_by_category(runs), *_published(runs), *_seeds(runs), *_corrected(runs), *_operations(runs),
              *_costs(runs), *_judge(runs), *_settings(runs),
              "## Figures", "", *(f"![{title}]({p.name})\n" for title, p in plots.items() if p)]

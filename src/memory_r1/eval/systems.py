@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 from memory_r1.agents import AnswerAgent, AnswerConfig, MemoryManager
 from memory_r1.agents.parsing import parse_answer
-from memory_r1.bank import SQLiteStore
+from memory_r1.bank import MemoryStore, SQLiteStore
 from memory_r1.embeddings import Embedder
 from memory_r1.llm import load_generator
 from memory_r1.llm.base import GenerationConfig, Generator
@@ -42,7 +42,8 @@ class EvalSystem(Protocol):
         """Build (or resume, or reuse) this conversation's bank; must be called before `answer`."""
         ...
 
-    def answer(self, conversation: Conversation, questions: Sequence[QAItem], seed: int | None) -> list[Answer]: ...
+    def answer(self, conversation: Conversation, questions: Sequence[QAItem],
+               seed: int | None) -> list[Answer]: ...
 
     def turn_records(self, sample_id: str) -> list[TurnRecord] | None:
         """What ingestion did, per turn, for operation statistics; None for systems without a manager."""
@@ -75,18 +76,23 @@ class PipelineSystem:
         return self._agents.manager
 
     def settings(self) -> dict:
-        return {"system": self.name, **self._agents.settings(), "bank": "memories per speaker, built by the manager"}
+        return {"system": self.name, **self._agents.settings(),
+                "bank": "memories per speaker, built by the manager"}
 
     def bank_identity(self) -> dict:
-        """Everything that shapes a bank; answer settings are left out so memory-r1 and prompted share banks."""
+        """Everything that shapes a bank; answer settings are left out so memory-r1 and prompted share
+        banks."""
         s = self._agents.settings()
         keys = ("extractor_model", "manager_model", "embedding_model", "extractor", "manager")
-        return {"kind": "memories", **{k: s[k] for k in keys}, "prompts": {k: s["prompts"][k] for k in ("extract", "manage")}}
+        return {"kind": "memories", **{k: s[k] for k in keys},
+                "prompts": {k: s["prompts"][k] for k in ("extract", "manage")}}
 
     def _bank(self, conversation: Conversation, banks_dir: Path) -> MemorySystem:
         path = banks_dir / f"{conversation.sample_id}-memories-{_fingerprint(self.bank_identity())}.db"
         banks_dir.mkdir(parents=True, exist_ok=True)
-        system = self._banks.get(conversation.sample_id) or MemorySystem(self._agents.open_store(path), self._agents)
+        system = self._banks.get(conversation.sample_id) or MemorySystem(
+            self._agents.open_store(path), self._agents
+        )
         self._banks[conversation.sample_id] = system
         return system
 
@@ -97,17 +103,21 @@ class PipelineSystem:
                      on_turn: OnTurn | None = None) -> None:
         """Every conversation's bank at once, their extraction and manager calls batched together."""
         systems = [self._bank(c, banks_dir) for c in conversations]
-        ingest_concurrently(systems, conversations, on_turn=(lambda _c, turn: on_turn(turn)) if on_turn else None)
+        ingest_concurrently(systems, conversations,
+                            on_turn=(lambda _c, turn: on_turn(turn)) if on_turn else None)
 
-    def answer(self, conversation: Conversation, questions: Sequence[QAItem], seed: int | None) -> list[Answer]:
-        return self._banks[conversation.sample_id].answer([q.asked for q in questions], conversation.sample_id, seed=seed)
+    def answer(self, conversation: Conversation, questions: Sequence[QAItem],
+               seed: int | None) -> list[Answer]:
+        return self._banks[conversation.sample_id].answer([q.asked for q in questions],
+                                                          conversation.sample_id, seed=seed)
 
     def turn_records(self, sample_id: str) -> list[TurnRecord] | None:
         return self._banks[sample_id].turn_records(sample_id)
 
 
 class TurnRetrievalSystem:
-    """`rag`: each dialogue turn is stored verbatim as a memory of its speaker, then answered like memories."""
+    """`rag`: each dialogue turn is stored verbatim as a memory of its speaker, then answered like
+    memories."""
 
     name = "rag"
 
@@ -127,20 +137,28 @@ class TurnRetrievalSystem:
 
     def prepare(self, conversation: Conversation, banks_dir: Path, on_turn: OnTurn | None = None) -> None:
         banks_dir.mkdir(parents=True, exist_ok=True)
-        path = banks_dir / f"{conversation.sample_id}-turns-{_fingerprint({'kind': 'turns', 'embedding': self.embedder.name})}.db"
-        store = self._stores.get(conversation.sample_id) or SQLiteStore(path, embedding_model=self.embedder.name, dim=self.embedder.dim)
+        path = (
+            banks_dir
+            / f"{conversation.sample_id}-turns-"
+            f"{_fingerprint({'kind': 'turns', 'embedding': self.embedder.name})}.db"
+        )
+        store = self._stores.get(conversation.sample_id) or SQLiteStore(
+            path, embedding_model=self.embedder.name, dim=self.embedder.dim
+        )
         self._stores[conversation.sample_id] = store
         index_turns(store, self.embedder, conversation, on_turn)
 
-    def answer(self, conversation: Conversation, questions: Sequence[QAItem], seed: int | None) -> list[Answer]:
+    def answer(self, conversation: Conversation, questions: Sequence[QAItem],
+               seed: int | None) -> list[Answer]:
         owners = [(s, owner_id(conversation.sample_id, s)) for s in conversation.speakers]
-        return self.answerer.answer(self._stores[conversation.sample_id], [q.asked for q in questions], owners, seed)
+        return self.answerer.answer(self._stores[conversation.sample_id], [q.asked for q in questions],
+                                    owners, seed)
 
     def turn_records(self, sample_id: str) -> list[TurnRecord] | None:
         return None
 
 
-def index_turns(store: SQLiteStore, embedder: Embedder, conversation: Conversation,
+def index_turns(store: MemoryStore, embedder: Embedder, conversation: Conversation,
                 on_turn: OnTurn | None = None) -> None:
     """Store every dialogue turn verbatim as a memory of its speaker (resumable through the turn log)."""
     done = store.turn_log(conversation.sample_id)
@@ -193,8 +211,11 @@ class FullContextSystem:
             total -= costs[dropped]
             dropped += 1
         kept = {t.dia_id for t in turns[dropped:]}
-        sessions = [(s.timestamp, [t.render() for t in s.turns if t.dia_id in kept]) for s in conversation.sessions]
-        transcript = "\n\n".join(answer_full_context.render_session(ts, lines) for ts, lines in sessions if lines)
+        sessions = [(s.timestamp,
+                     [t.render() for t in s.turns if t.dia_id in kept]) for s in conversation.sessions]
+        transcript = "\n\n".join(
+            answer_full_context.render_session(ts, lines) for ts, lines in sessions if lines
+        )
         self._transcripts[conversation.sample_id] = (transcript, dropped)
         for turn in turns:
             if on_turn:
@@ -204,11 +225,14 @@ class FullContextSystem:
         tokenizer = getattr(self.generator, "tokenizer", None)
         return len(tokenizer(text)["input_ids"]) if tokenizer is not None else len(text) // 4
 
-    def answer(self, conversation: Conversation, questions: Sequence[QAItem], seed: int | None) -> list[Answer]:
+    def answer(self, conversation: Conversation, questions: Sequence[QAItem],
+               seed: int | None) -> list[Answer]:
         transcript, _ = self._transcripts[conversation.sample_id]
         config = GenerationConfig(max_new_tokens=self.answer_config.max_new_tokens,
                                   temperature=self.answer_config.temperature, seed=seed)
-        outputs = self.generator.generate([answer_full_context.render(q.asked, transcript) for q in questions], config)
+        outputs = self.generator.generate(
+            [answer_full_context.render(q.asked, transcript) for q in questions], config
+        )
         answers = []
         for q, g in zip(questions, outputs, strict=True):
             parsed = parse_answer(g.text, set())
@@ -220,7 +244,7 @@ class FullContextSystem:
         return None
 
 
-def _context_window(generator) -> int | None:
+def _context_window(generator: Generator) -> int | None:
     model = getattr(generator, "model", None)
     return getattr(getattr(model, "config", None), "max_position_embeddings", None)
 
@@ -234,6 +258,7 @@ def build_system(name: str, config: PipelineConfig, context_tokens: int | None =
         answerer = load_answerer(replace(config, answer=replace(config.answer, distill=False)))
         return TurnRetrievalSystem(answerer.embedder, answerer)
     if name == "full-context":
-        generator = load_generator(config.answer_model or config.model, backend=config.backend, base_url=config.base_url)
+        generator = load_generator(config.answer_model or config.model, backend=config.backend,
+                                   base_url=config.base_url)
         return FullContextSystem(generator, config.answer, context_tokens)
     raise ValueError(f"unknown system {name!r}; choose one of: {', '.join(SYSTEMS)}")

@@ -48,7 +48,8 @@ class GenerationError(RuntimeError):
 
 
 class BackendTimeoutError(GenerationError, TimeoutError):
-    """The backend did not answer in time, on the last of its retries (a `GenerationError` and a `TimeoutError`)."""
+    """The backend did not answer in time, on the last of its retries (a `GenerationError` and a
+    `TimeoutError`)."""
 
 
 @runtime_checkable

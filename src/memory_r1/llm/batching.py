@@ -96,7 +96,7 @@ class BatchingGenerator:
             try:
                 outputs = self.inner.generate(prompts, config) if prompts else []
                 self.batches += 1
-            except Exception as error:  # one bad request must not fail the others: serve them one by one
+            except Exception as error:  # noqa: BLE001  # one bad request must not fail the others: serve them one by one
                 if len(requests) == 1:
                     requests[0].error = error  # re-raised in the caller's own thread by `_unwrap`
                 else:
@@ -116,7 +116,7 @@ class BatchingGenerator:
         try:
             request.result = self.inner.generate(request.prompts, config)
             self.batches += 1
-        except Exception as error:  # re-raised in the caller's own thread by `_unwrap`
+        except Exception as error:  # noqa: BLE001  # re-raised in the caller's own thread by `_unwrap`
             request.error = error
 
     @staticmethod

@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -94,7 +95,7 @@ def load_generator(
     backend: str = "transformers",
     base_url: str | None = None,
     api_key: str | None = None,
-    **kwargs: object,
+    **kwargs: Any,
 ) -> Generator:
     """Build the generator for `name`. For backend="openai", `name` is the server's model name."""
     if backend == "openai":
@@ -102,11 +103,11 @@ def load_generator(
 
         if base_url is None:
             raise ValueError("backend='openai' needs base_url, e.g. http://localhost:8000/v1")
-        return OpenAIGenerator(name, base_url=base_url, api_key=api_key, **kwargs)  # type: ignore[arg-type]
+        return OpenAIGenerator(name, base_url=base_url, api_key=api_key, **kwargs)
     if backend == "transformers":
         from memory_r1.llm.transformers_backend import TransformersGenerator
 
-        return TransformersGenerator(resolve_model(name), name=name, **kwargs)  # type: ignore[arg-type]
+        return TransformersGenerator(resolve_model(name), name=name, **kwargs)
     raise ValueError(f"unknown backend {backend!r}; use 'transformers' or 'openai'")
 
 

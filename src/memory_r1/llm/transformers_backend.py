@@ -69,7 +69,8 @@ class TransformersGenerator:
         if model is None:
             self.device = torch.device(device) if device is not None else default_device()
             dtype = dtype or default_dtype(self.device)
-            model = AutoModelForCausalLM.from_pretrained(model_or_path, dtype=dtype).to(self.device)
+            model = AutoModelForCausalLM.from_pretrained(model_or_path,
+                                                         dtype=dtype).to(self.device)  # type: ignore[arg-type]  # transformers wraps `to` in functools.wraps(nn.Module.to)
         else:
             self.device = torch.device(device) if device is not None else model.device
         self.model = model
@@ -100,7 +101,8 @@ class TransformersGenerator:
     @property
     def context_window(self) -> int | None:
         """The model's position limit (`max_position_embeddings`), else the tokenizer's, if plausible."""
-        for limit in (getattr(self.model.config, "max_position_embeddings", None), self.tokenizer.model_max_length):
+        for limit in (getattr(self.model.config, "max_position_embeddings", None),
+                      self.tokenizer.model_max_length):
             if isinstance(limit, int) and 0 < limit < 10**8:  # tokenizers say 1e30 when they don't know
                 return limit
         return None
@@ -127,10 +129,14 @@ class TransformersGenerator:
         prompt_len = enc["input_ids"].shape[1]
         stopper = _StopStrings(self.tokenizer, config.stop, prompt_len) if config.stop else None
         try:
-            with torch.no_grad(), torch.random.fork_rng(devices=self._rng_devices()), neutral_generation_config(self.model):
+            with (
+                torch.no_grad(),
+                torch.random.fork_rng(devices=self._rng_devices()),
+                neutral_generation_config(self.model),
+            ):
                 if config.seed is not None:
                     torch.manual_seed(config.seed)
-                out = self.model.generate(
+                out = self.model.generate(  # type: ignore[operator]  # transformers 5 types PreTrainedModel without GenerationMixin
                     **enc,
                     **_decoding_kwargs(config),
                     max_new_tokens=config.max_new_tokens,

@@ -31,5 +31,6 @@ def few_shot(system: str, examples: Sequence[tuple[str, str]], user: str) -> lis
     copy a format they have just seen far more reliably than one they were only told about."""
     messages: list[Message] = [{"role": "system", "content": system}]
     for example_user, example_assistant in examples:
-        messages += [{"role": "user", "content": example_user}, {"role": "assistant", "content": example_assistant}]
+        messages += [{"role": "user", "content": example_user},
+                     {"role": "assistant", "content": example_assistant}]
     return messages + [{"role": "user", "content": user}]

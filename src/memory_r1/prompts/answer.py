@@ -27,7 +27,9 @@ Memories of Sam:
 
 Question: Where does Alex live now?"""
 
-EXAMPLE_ASSISTANT = f"[2] (4:15 pm on 9 June, 2022) Alex moved from Boston to Denver in May 2022.\n{ANSWER_MARKER} Denver"
+EXAMPLE_ASSISTANT = (
+    f"[2] (4:15 pm on 9 June, 2022) Alex moved from Boston to Denver in May 2022.\n{ANSWER_MARKER} Denver"
+)
 
 
 def format_memory(number: int, timestamp: str, text: str) -> str:

@@ -58,4 +58,5 @@ def render(memories: Sequence[tuple[str, str]], facts: Sequence[str]) -> list[Me
     """`memories` are (short id, text) pairs as shown to the model."""
     shown = json.dumps([{"id": i, "text": t} for i, t in memories], ensure_ascii=False)
     user = f"Current memories:\n{shown}\nNew facts:\n{json.dumps(list(facts), ensure_ascii=False)}"
-    return few_shot(SYSTEM, [(EXAMPLE_USER, EXAMPLE_ASSISTANT), (EMPTY_EXAMPLE_USER, EMPTY_EXAMPLE_ASSISTANT)], user)
+    return few_shot(SYSTEM,
+                    [(EXAMPLE_USER, EXAMPLE_ASSISTANT), (EMPTY_EXAMPLE_USER, EMPTY_EXAMPLE_ASSISTANT)], user)

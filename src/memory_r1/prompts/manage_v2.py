@@ -27,17 +27,28 @@ Decide once for every fact:
 - NONE: memory M? already says it, or the fact is small talk not worth keeping.
 Only memories you name can change."""
 
-SYSTEM_JSON = _RULES + """
+SYSTEM_JSON = (
+    _RULES
+    + """
 Reply with JSON only: {"decisions": [{"fact": "F1", "event": "ADD|UPDATE|DELETE|NONE", "memory": "M1", "text": "..."}]}"""
+)
 
-SYSTEM_LINES = _RULES + """
+SYSTEM_LINES = (
+    _RULES
+    + """
 Reply with one line per fact and nothing else: "F1: ADD", "F2: UPDATE M1: merged text", "F3: DELETE M2", "F4: NONE M3"."""
+)
 
 _MEMORIES = ["Alex lives in Boston.", "Alex has a dog named Biscuit.", "Alex plays tennis every week."]
-_FACTS = ["Alex moved to Denver in May 2022.", "Alex has a dog named Biscuit.", "Alex stopped playing tennis.",
-          "Alex started learning guitar."]
+_FACTS = ["Alex moved to Denver in May 2022.", "Alex has a dog named Biscuit.",
+          "Alex stopped playing tennis.", "Alex started learning guitar."]
 _DECISIONS = [
-    {"fact": "F1", "event": "UPDATE", "memory": "M1", "text": "Alex moved from Boston to Denver in May 2022."},
+    {
+        "fact": "F1",
+        "event": "UPDATE",
+        "memory": "M1",
+        "text": "Alex moved from Boston to Denver in May 2022.",
+    },
     {"fact": "F2", "event": "NONE", "memory": "M2"},
     {"fact": "F3", "event": "DELETE", "memory": "M3"},
     {"fact": "F4", "event": "ADD"},

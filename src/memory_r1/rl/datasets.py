@@ -53,7 +53,7 @@ class AnswerExample:
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> AnswerExample:
         return cls(str(row["sample_id"]), int(row["qa_index"]), int(row["category"]), str(row["question"]),
-                   str(row["gold"]), [dict(m) for m in row["messages"]],  # type: ignore[misc]
+                   str(row["gold"]), [dict(m) for m in row["messages"]],
                    [int(i) for i in row["memory_ids"]])
 
 
@@ -107,9 +107,10 @@ def build_answer_dataset(system: MemorySystem, conversation: Conversation, out: 
     out.mkdir(parents=True, exist_ok=True)
     system.ingest(conversation, on_turn=on_turn)
     questions = _linked_questions(conversation)
-    prompts = system.answerer.build_prompts(system.store, [q.question for q in questions], system.speakers(conversation.sample_id))
+    prompts = system.answerer.build_prompts(system.store, [q.question for q in questions],
+                                            system.speakers(conversation.sample_id))
     examples = [
-        AnswerExample(q.sample_id, q.index, int(q.category), q.question, str(q.answer), p.messages,
+        AnswerExample(q.sample_id, q.index, _category(q), q.question, str(q.answer), p.messages,
                       [m.entry.id for m in p.numbered.values()])
         for q, p in zip(questions, prompts, strict=True)
     ]
@@ -132,8 +133,10 @@ def build_manager_dataset(teacher: MemorySystem, conversation: Conversation, out
     missing = [d for d in linked if not (out / "banks" / f"{d.replace(':', '_')}.db").exists()
                and d in teacher.store.turn_log(conversation.sample_id)]
     if missing:
-        raise ValueError(f"the teacher bank already held turns {missing[:3]}... with no snapshot taken before them: "
-                         f"build into a fresh dataset folder with a fresh teacher bank")
+        raise ValueError(
+            f"the teacher bank already held turns {missing[:3]}... with no snapshot taken before them: "
+            f"build into a fresh dataset folder with a fresh teacher bank"
+        )
     records = {r.dia_id: r for r in teacher.turn_records(conversation.sample_id)}
     positions = {t.dia_id: i for i, t in enumerate(conversation.turns)}
     examples = []
@@ -141,16 +144,18 @@ def build_manager_dataset(teacher: MemorySystem, conversation: Conversation, out
         if turn.dia_id not in linked or turn.dia_id not in records or not records[turn.dia_id].fact_texts:
             continue
         examples.append(ManagerExample(
-            conversation.sample_id, turn.dia_id, positions[turn.dia_id], owner_id(conversation.sample_id, turn.speaker),
+            conversation.sample_id, turn.dia_id, positions[turn.dia_id],
+            owner_id(conversation.sample_id, turn.speaker),
             turn.timestamp, records[turn.dia_id].fact_texts, f"banks/{turn.dia_id.replace(':', '_')}.db",
-            [LinkedQuestion(q.index, q.question, str(q.answer), int(q.category))
+            [LinkedQuestion(q.index, q.question, str(q.answer), _category(q))
              for q in linked[turn.dia_id] if q.answer is not None],
         ))
     _write(out / "manager.jsonl", examples, teacher.settings())
     return examples
 
 
-def window_filter(store: MemoryStore, conversation: Conversation, position: int, window: int = DEFAULT_WINDOW) -> int:
+def window_filter(store: MemoryStore, conversation: Conversation, position: int,
+                  window: int = DEFAULT_WINDOW) -> int:
     """Hide (soft-delete, in a fork) memories whose newest source turn is more than `window` turns before
     `position`; returns how many were hidden. Memories without source turns are kept."""
     positions = {t.dia_id: i for i, t in enumerate(conversation.turns)}
@@ -158,7 +163,8 @@ def window_filter(store: MemoryStore, conversation: Conversation, position: int,
     for entry in store.list():
         newest = max((positions.get(s, -1) for s in entry.source_turn_ids), default=None)
         if newest is not None and newest >= 0 and newest < position - window:
-            store.delete(entry.id, provenance=Provenance("window"), reason=f"outside the {window}-turn window")
+            store.delete(entry.id, provenance=Provenance("window"),
+                         reason=f"outside the {window}-turn window")
             hidden += 1
     return hidden
 
@@ -170,7 +176,9 @@ def load_examples(path: Path, kind: type[AnswerExample | ManagerExample]) -> lis
         raise ValueError(f"{path} is empty")
     header = json.loads(lines[0])
     if header.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a memory-r1 dataset (format {header.get('format')!r}, expected {FORMAT!r})")
+        raise ValueError(
+            f"{path}: not a memory-r1 dataset (format {header.get('format')!r}, expected {FORMAT!r})"
+        )
     try:
         return [kind.from_json(json.loads(line)) for line in lines[1:] if line.strip()]
     except (KeyError, TypeError, ValueError) as error:
@@ -195,6 +203,15 @@ def open_snapshot(dataset_dir: Path, example: ManagerExample) -> SQLiteStore:
 
 def _linked_questions(conversation: Conversation) -> list[QAItem]:
     return [q for q in conversation.qa if q.category != Category.ADVERSARIAL and q.answer is not None]
+
+
+def _category(q: QAItem) -> int:
+    """The LoCoMo category an RL example records; other benchmarks' questions have none."""
+    if q.category is None:
+        raise ValueError(
+            f"{q.sample_id} question {q.index} has no LoCoMo category; RL datasets are built from LoCoMo"
+        )
+    return int(q.category)
 
 
 def _write(path: Path, examples: Sequence[Example], settings: dict[str, Any]) -> None:

@@ -3,8 +3,8 @@
 Answer Agent: reward = exact match of the parsed answer against the gold answer (the paper's choice; F1
 and a format bonus are selectable). Memory Manager: the sampled operations are applied to a fork of the
 bank snapshot taken just before the turn; a FROZEN Answer Agent answers the questions linked to the turn
-from that bank, and the reward is their mean EM (or F1). The metrics are the evaluation's own (`eval.metrics`),
-so a reward can never drift from what the evaluation reports.
+from that bank, and the reward is their mean EM (or F1). The metrics are the evaluation's own
+(`eval.metrics`), so a reward can never drift from what the evaluation reports.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ class AnswerEnv:
 
 
 class ManagerEnv:
-    """Training tuples (bank before the turn, the turn's facts, linked questions) from `data build-manager`."""
+    """Training tuples (bank before the turn, the turn's facts, linked questions) from
+    `data build-manager`."""
 
     def __init__(
         self,
@@ -80,7 +81,9 @@ class ManagerEnv:
         self.dataset_dir = Path(dataset_dir)
         self.examples = list(examples)
         self.conversation = conversation
-        self.manager = manager  # used for its prompt building and parsing only: the policy is sampled elsewhere
+        self.manager = (
+            manager  # used for its prompt building and parsing only: the policy is sampled elsewhere
+        )
         self.answerer = answerer  # frozen; any backend
         self.window = window
         self.unparsable_penalty = unparsable_penalty
@@ -93,7 +96,8 @@ class ManagerEnv:
         return bank
 
     def _facts(self, example: ManagerExample) -> list[Fact]:
-        return [Fact(text, example.owner, example.timestamp, None, (example.dia_id,)) for text in example.facts]
+        return [Fact(text, example.owner, example.timestamp, None,
+                     (example.dia_id,)) for text in example.facts]
 
     def prompt(self, example: ManagerExample) -> ManagerPrompt:
         key = example.dia_id

@@ -37,7 +37,8 @@ from memory_r1.rl.passes import PassTimer, ResponseView, pass_logprobs, response
 
 @dataclass(frozen=True)
 class GRPOConfig:
-    """The GRPO update. Sampling (G, temperature, lengths) is `RolloutConfig`; the lr is the caller's optimizer."""
+    """The GRPO update. Sampling (G, temperature, lengths) is `RolloutConfig`; the lr is the caller's
+    optimizer."""
 
     beta: float = 0.001
     """KL coefficient in the loss. Paper silent. Our choice: verl's GRPO examples (the paper's framework)
@@ -169,7 +170,8 @@ def grpo_step(
 
                 def loss_fn(view: ResponseView, mini_mask: torch.Tensor = mini_mask) -> torch.Tensor:
                     # Old log-probs skipped (on-policy): the parameters have not moved since sampling, so they
-                    # are these very numbers; detached, the ratio is exactly 1 and the gradient is A grad log p.
+                    # are these very numbers; detached, the ratio is exactly 1 and the gradient is A grad log
+                    # p.
                     old = view.take(batch.old_logprobs, P) if batch.old_logprobs is not None else None
                     ref = view.take(batch.ref_logprobs, P) if batch.ref_logprobs is not None else None
                     loss, stats = grpo_loss(
@@ -184,7 +186,8 @@ def grpo_step(
                                             entropy=True, shared_prefix=shared_prefix, loss_fn=loss_fn):
                     assert view.entropy is not None
                     entropies.append((view.entropy.sum().item(), view.response_mask.sum().item()))
-                grad_norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm).item())
+                grad_norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                                 config.max_grad_norm).item())
                 optimizer.step()
     tokens = max(sum(n for _, n in history), 1.0)  # token-weighted: the same on any micro-batch split
     summary = {key: sum(s[key] * n for s, n in history) / tokens for key in history[0][0]}

@@ -1,4 +1,5 @@
-"""The model passes of an RL step, made cheap without changing a number: shared prompts, micro-batches, trimming.
+"""The model passes of an RL step, made cheap without changing a number: shared prompts, micro-batches,
+trimming.
 
 The G responses of a group answer one prompt. A plain pass runs that prompt G times; here it runs once:
 
@@ -25,7 +26,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -260,7 +261,7 @@ class PassTimer:
         self.tokens = float(batch.attention_mask.sum()) * passes
         self.start = 0.0
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> PassTimer:
         self.start = time.perf_counter()
         return self
 

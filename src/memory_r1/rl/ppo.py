@@ -40,7 +40,8 @@ from memory_r1.rl.passes import ResponseView, pass_logprobs, response_passes
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """The PPO update. Sampling is `RolloutConfig`; the actor lr is the caller's optimizer (`TrainConfig.lr`)."""
+    """The PPO update. Sampling is `RolloutConfig`; the actor lr is the caller's optimizer
+    (`TrainConfig.lr`)."""
 
     critic_lr: float = 1e-5
     """Critic learning rate for the caller's optimizer. Paper: 1e-5."""
@@ -99,7 +100,8 @@ class Critic(nn.Module):
         super().__init__()
         self.body = backbone.base_model  # LlamaForCausalLM -> LlamaModel; a base model is itself
         hidden = backbone.get_input_embeddings().embedding_dim
-        self.head = nn.Linear(hidden, 1, device=backbone.device)  # float32 whatever the body's dtype
+        # float32 whatever the body's dtype. get_input_embeddings() is typed nn.Module; it is an nn.Embedding.
+        self.head = nn.Linear(hidden, 1, device=backbone.device)  # type: ignore[arg-type]
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -117,7 +119,7 @@ class Critic(nn.Module):
 
     def save_pretrained(self, path: str | Path) -> None:
         """The body as a transformers folder plus the head in `value_head.pt`."""
-        self.body.save_pretrained(path)
+        self.body.save_pretrained(path)  # type: ignore[operator]  # base_model is typed nn.Module
         torch.save(self.head.state_dict(), Path(path) / VALUE_HEAD_FILE)
 
     @classmethod
@@ -251,7 +253,8 @@ def ppo_update(
     P = batch.prompt_width
     on_policy = config.ppo_epochs == 1 and len(micro_batches(len(batch), config.mini_batch_size)) == 1
     if batch.old_logprobs is None and (config.kl_coef > 0 or not on_policy):
-        batch.old_logprobs = pass_logprobs(policy, batch, config.micro_batch_size, shared_prefix=shared_prefix)
+        batch.old_logprobs = pass_logprobs(policy, batch, config.micro_batch_size,
+                                           shared_prefix=shared_prefix)
     kl = None
     if config.kl_coef > 0:
         if batch.ref_logprobs is None:

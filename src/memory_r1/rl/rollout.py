@@ -159,7 +159,8 @@ def _sample_padded(
     ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in chunk], device=model.device)
     attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=model.device)
     with torch.no_grad(), neutral_generation_config(model):
-        generated = model.generate(input_ids=ids, attention_mask=attn, **settings)  # type: ignore[operator]
+        generated = model.generate(input_ids=ids, attention_mask=attn,
+                                   **settings)  # type: ignore[operator]  # transformers 5 types PreTrainedModel without GenerationMixin
     rows: list[list[int]] = generated[:, width:].tolist()
     return rows
 
@@ -208,6 +209,7 @@ def merge_batches(batches: Sequence[RolloutBatch], tokenizer: PreTrainedTokenize
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(first.input_ids[0, 0])
     ids, attn, mask, P = _assemble(prompts, responses, pad, device)
     return RolloutBatch(ids, attn, mask, None, None, torch.cat([b.rewards for b in batches]),
-                        torch.tensor(groups, dtype=torch.long, device=device), [t for b in batches for t in b.texts],
+                        torch.tensor(groups, dtype=torch.long, device=device),
+                        [t for b in batches for t in b.texts],
                         torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device), P,
                         first.temperature)

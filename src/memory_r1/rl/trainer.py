@@ -172,14 +172,16 @@ class Trainer:
         if dtype is None:  # auto
             dtype = torch.bfloat16 if (bf16_ok and config.lora) else torch.float32
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.policy = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device)  # type: ignore[arg-type]
+        self.policy = AutoModelForCausalLM.from_pretrained(path,
+                                                           dtype=dtype).to(self.device)  # type: ignore[arg-type]  # transformers wraps `to` in functools.wraps(nn.Module.to)
         if config.gradient_checkpointing:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.policy.config.use_cache = True  # generation still caches; checkpointing acts in training
         if config.lora:
             self.policy = _with_lora(self.policy, config)
         self.policy.eval()  # no dropout: sampling-time and update-time log-probs must agree
-        self.renderer = TransformersGenerator(path, model=self.policy, tokenizer=self.tokenizer, name="policy")
+        self.renderer = TransformersGenerator(path, model=self.policy, tokenizer=self.tokenizer,
+                                              name="policy")
         self.optimizer = torch.optim.AdamW([p for p in self.policy.parameters() if p.requires_grad],
                                            lr=config.learning_rate)
         warmup = max(config.warmup_steps, 0)
@@ -189,8 +191,9 @@ class Trainer:
         self.critic_optimizer: torch.optim.Optimizer | None = None
         if config.algo == "ppo":
             self.critic = _critic(path, dtype, self.device, config)
-            self.critic_optimizer = torch.optim.AdamW([p for p in self.critic.parameters() if p.requires_grad],
-                                                      lr=config.ppo.critic_lr)
+            self.critic_optimizer = torch.optim.AdamW(
+                [p for p in self.critic.parameters() if p.requires_grad], lr=config.ppo.critic_lr
+            )
         self.env: AnswerEnv | ManagerEnv = self._env(config.dataset)
         self.val_env = self._env(config.val_dataset) if config.val_dataset else None
         self.teacher_targets: dict[str, str] = {}
@@ -212,7 +215,8 @@ class Trainer:
         if not manager_rows:
             raise ValueError(f"{dataset}: no manager examples")
         conversation = get_conversation(load_locomo(find_locomo(c.data)), manager_rows[0].sample_id)
-        frozen = load_generator(c.answer_model or c.model, backend=c.answer_backend, base_url=c.answer_base_url)
+        frozen = load_generator(c.answer_model or c.model, backend=c.answer_backend,
+                                base_url=c.answer_base_url)
         return ManagerEnv(dataset, manager_rows, conversation, MemoryManager(self.renderer, embedder),
                           AnswerAgent(frozen, embedder), window=c.window,
                           unparsable_penalty=c.unparsable_penalty, reward=c.reward)
@@ -224,7 +228,9 @@ class Trainer:
         c.out.mkdir(parents=True, exist_ok=True)
         (c.out / "config.json").write_text(json.dumps(_jsonable(asdict(c)), indent=2))
         rng = random.Random(c.seed)
-        if self.step == 0 and self.val_env is not None and c.val_every:  # the base model's score, for reference
+        if (
+            self.step == 0 and self.val_env is not None and c.val_every
+        ):  # the base model's score, for reference
             with self._precision():
                 self._log({"step": 0, **self.validate()})
         while self.step < c.steps:
@@ -264,12 +270,18 @@ class Trainer:
         batch = sample_rollouts(self.policy, self.tokenizer, prompts, c.rollout,
                                 seed=c.seed * 1_000 + self.step, micro_batch_size=self._micro())
         G = c.rollout.samples_per_prompt
-        scored = [s for i, e in enumerate(examples) for s in self.env.score(e, batch.texts[i * G : (i + 1) * G])]
+        scored = [
+            s for i, e in enumerate(examples) for s in self.env.score(e, batch.texts[i * G : (i + 1) * G])
+        ]
         batch.rewards = torch.tensor([s.reward for s in scored], dtype=torch.float32, device=self.device)
         return batch, scored
 
     def _micro(self) -> int:
-        return self.config.ppo.micro_batch_size if self.config.algo == "ppo" else self.config.grpo.micro_batch_size
+        return (
+            self.config.ppo.micro_batch_size
+            if self.config.algo == "ppo"
+            else self.config.grpo.micro_batch_size
+        )
 
     def _rl_step(self, examples: list[Any], rng: random.Random) -> dict[str, float]:
         c = self.config
@@ -280,7 +292,8 @@ class Trainer:
         groups, dropped, rounds = len(examples), len(zero_var), 0
         if c.dynamic_sampling and c.algo == "grpo":
             keep = [i for i in range(len(examples)) if i not in zero_var]
-            parts = [(batch.select([i * G + j for i in keep for j in range(G)]), [scored[i * G + j] for i in keep
+            parts = [(batch.select([i * G + j for i in keep for j in range(G)]),
+                      [scored[i * G + j] for i in keep
                       for j in range(G)])] if keep else []
             kept = len(keep)
             pool = [e for e in self.env.examples if e not in examples]
@@ -329,9 +342,12 @@ class Trainer:
 
     def _reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
         if not self.config.lora:
-            raise ValueError("a KL term with full fine-tuning needs a reference copy: use LoRA or beta/kl_coef 0")
+            raise ValueError(
+                "a KL term with full fine-tuning needs a reference copy: use LoRA or beta/kl_coef 0"
+            )
         with self.policy.disable_adapter():  # the base model is the reference: no second copy
-            return pass_logprobs(self.policy, batch, self._micro(), shared_prefix=self.config.rollout.shared_prefix)
+            return pass_logprobs(self.policy, batch, self._micro(),
+                                 shared_prefix=self.config.rollout.shared_prefix)
 
     def _sft_step(self, examples: list[Any]) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -391,8 +407,8 @@ class Trainer:
         if self.critic is not None and self.critic_optimizer is not None:
             torch.save(self.critic.state_dict(), tmp / "critic.pt")
             torch.save(self.critic_optimizer.state_dict(), tmp / "critic_optimizer.pt")
-        torch.save({"step": self.step, "torch_rng": torch.get_rng_state(), "mixed_precision": self.mixed_precision,
-                    "scheduler": self.scheduler.state_dict()},
+        torch.save({"step": self.step, "torch_rng": torch.get_rng_state(),
+                    "mixed_precision": self.mixed_precision, "scheduler": self.scheduler.state_dict()},
                    tmp / "state.pt")
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -402,7 +418,7 @@ class Trainer:
         path = self.config.out / "checkpoint"
         if not (path / "state.pt").exists():
             return False
-        def load(name: str):
+        def load(name: str) -> dict[str, Any]:
             return torch.load(path / name, map_location=self.device)
 
         self.policy.load_state_dict(load("policy.pt"), strict=False)
@@ -479,22 +495,28 @@ def _with_lora(model: PreTrainedModel, config: TrainConfig) -> PreTrainedModel:
     for p in peft_model.parameters():  # adapters train in fp32 whatever the base's dtype
         if p.requires_grad:
             p.data = p.data.float()
-    return peft_model  # type: ignore[return-value]
+    return peft_model  # type: ignore[return-value]  # a PeftModel forwards every attribute to its model
 
 
 def _critic(path: str, dtype: torch.dtype, device: torch.device, config: TrainConfig) -> Critic:
-    body = AutoModelForCausalLM.from_pretrained(path, dtype=dtype if config.ppo.critic_lora else torch.float32)
+    body = AutoModelForCausalLM.from_pretrained(path,
+                                                dtype=dtype if config.ppo.critic_lora else torch.float32)
     if config.gradient_checkpointing:
         body.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.ppo.critic_lora:  # a frozen base and a LoRA adapter: PPO's critic costs little beside the actor
         from peft import LoraConfig, get_peft_model
 
-        body = get_peft_model(body, LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha or 2 * config.lora_rank,
+        lora = get_peft_model(body,
+                              LoraConfig(r=config.lora_rank,
+                                         lora_alpha=config.lora_alpha or 2 * config.lora_rank,
                                                lora_dropout=0.0, target_modules="all-linear"))
-    return Critic(body.to(device))  # type: ignore[arg-type]
+        return Critic(lora.to(device))  # type: ignore[arg-type]  # a PeftModel forwards every attribute to its model
+    return Critic(body.to(device))  # type: ignore[arg-type]  # transformers wraps `to` in functools.wraps(nn.Module.to)
 
 
-def _rerender(dataset: Path, examples: list[AnswerExample], agent: AnswerAgent) -> dict[str, tuple[list[Message], int]]:
+def _rerender(
+    dataset: Path, examples: list[AnswerExample], agent: AnswerAgent
+) -> dict[str, tuple[list[Message], int]]:
     """The examples' prompts rebuilt from the dataset's bank with the agent's memories per speaker."""
     bank_path = dataset / "bank.db"
     if not bank_path.exists():

@@ -1,4 +1,5 @@
-"""The REST app: Mem0-shaped routes over `Memory`, API-key tenancy, limits, JSON errors; the MCP tools at /mcp.
+"""The REST app: Mem0-shaped routes over `Memory`, API-key tenancy, limits, JSON errors; the MCP tools at
+/mcp.
 
 Handlers are plain functions, so Starlette runs them in its worker thread pool; locks and tenancy are the
 `core.Service` the MCP tools share. Every error a client can cause is a 4xx with a JSON body
@@ -67,8 +68,14 @@ def _scope(body: ScopeBody | None = None, **ids: str | None) -> Scope:
     return Scope(values.get("user_id"), values.get("agent_id"), values.get("run_id"))
 
 
-def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceConfig(), *,
-               mcp: bool = True, host: str = "127.0.0.1") -> FastAPI:
+def create_app(
+    memory: Memory,
+    keys: KeyStore,
+    config: ServiceConfig = ServiceConfig(),
+    *,
+    mcp: bool = True,
+    host: str = "127.0.0.1",
+) -> FastAPI:
     """The app over one `Memory` (one store, one loaded model set); tenants are namespaces in it.
     `mcp`: also serve the MCP tools (streamable HTTP) at /mcp on the same `Service`; `host`: the interface
     served, for the MCP transport's DNS-rebinding protection on loopback."""
@@ -80,8 +87,12 @@ def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceCo
         async with mounted.running() if mounted else nullcontext():
             yield
 
-    app = FastAPI(title="memory-r1", version="1", description="Long-term memory with a trained Memory Manager.",
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="memory-r1",
+        version="1",
+        description="Long-term memory with a trained Memory Manager.",
+        lifespan=lifespan,
+    )
     if mounted:
         app.router.routes.append(Route(MCP_PATH, endpoint=mounted))
 
@@ -114,21 +125,38 @@ def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceCo
     def add(body: AddBody, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
         scope = _scope(body)
         with service.writing(ctx[0].tenant, scope, model=body.infer):
-            result = ctx[1].add(body.messages, **scope.to_json(), metadata=body.metadata, infer=body.infer,
-                                timestamp=body.timestamp)
+            result = ctx[1].add(
+                body.messages,
+                **scope.to_json(),
+                metadata=body.metadata,
+                infer=body.infer,
+                timestamp=body.timestamp,
+            )
         return result.to_json()
 
     @app.get("/v1/memories/")
-    def list_memories(user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
-                      page: int = 1, page_size: int = 100, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
-        items = ctx[1].get_all(_scope(user_id=user_id, agent_id=agent_id, run_id=run_id), page=page,
-                               page_size=page_size)
+    def list_memories(
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        page: int = 1,
+        page_size: int = 100,
+        ctx: Ctx = Depends(tenant_memory),
+    ) -> dict[str, Any]:
+        items = ctx[1].get_all(
+            _scope(user_id=user_id, agent_id=agent_id, run_id=run_id), page=page, page_size=page_size
+        )
         return {"results": [i.to_json() for i in items], "page": page, "page_size": page_size}
 
     @app.post("/v1/memories/search/")
     def search(body: SearchBody, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
-        items = ctx[1].search(body.query, **_scope(body).to_json(), limit=body.limit, filters=body.filters,
-                              threshold=body.threshold)
+        items = ctx[1].search(
+            body.query,
+            **_scope(body).to_json(),
+            limit=body.limit,
+            filters=body.filters,
+            threshold=body.threshold,
+        )
         return {"results": [i.to_json() for i in items]}
 
     @app.get("/v1/memories/{memory_id}/")
@@ -148,8 +176,12 @@ def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceCo
             return ctx[1].delete(memory_id).to_json()
 
     @app.delete("/v1/memories/")
-    def delete_all(user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
-                   ctx: Ctx = Depends(tenant_memory)) -> dict[str, int]:
+    def delete_all(
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        ctx: Ctx = Depends(tenant_memory),
+    ) -> dict[str, int]:
         scope = _scope(user_id=user_id, agent_id=agent_id, run_id=run_id)
         with service.writing(ctx[0].tenant, scope):
             return {"deleted": ctx[1].delete_all(scope)}
@@ -176,12 +208,19 @@ def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceCo
     def answer(body: AnswerBody, ctx: Ctx = Depends(tenant_memory)) -> dict[str, Any]:
         with service.model_lock:
             result = ctx[1].answer(body.question, _scope(body))
-        return {"answer": result.answer, "memory_ids": list(result.selected_memory_ids),
-                "parse_error": result.parse_error}
+        return {
+            "answer": result.answer,
+            "memory_ids": list(result.selected_memory_ids),
+            "parse_error": result.parse_error,
+        }
 
     @app.get("/v1/export/")
-    def export(user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
-               ctx: Ctx = Depends(tenant_memory)) -> PlainTextResponse:
+    def export(
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        ctx: Ctx = Depends(tenant_memory),
+    ) -> PlainTextResponse:
         text = ctx[1].export(_scope(user_id=user_id, agent_id=agent_id, run_id=run_id))
         return PlainTextResponse(text, media_type="application/x-ndjson")
 
@@ -200,9 +239,17 @@ def create_app(memory: Memory, keys: KeyStore, config: ServiceConfig = ServiceCo
 
 
 def _history_json(h: Any) -> dict[str, Any]:
-    return {"id": h.id, "memory_id": h.memory_id, "event": h.event, "old_memory": h.before_text,
-            "new_memory": h.after_text, "actor": h.provenance.agent, "reason": h.reason,
-            "created_at": h.at.isoformat(), "undone": h.undone}
+    return {
+        "id": h.id,
+        "memory_id": h.memory_id,
+        "event": h.event,
+        "old_memory": h.before_text,
+        "new_memory": h.after_text,
+        "actor": h.provenance.agent,
+        "reason": h.reason,
+        "created_at": h.at.isoformat(),
+        "undone": h.undone,
+    }
 
 
 def _error(status: int, error: str, detail: str) -> JSONResponse:
@@ -237,7 +284,9 @@ def _handlers(app: FastAPI) -> None:
     @app.exception_handler(BankError)
     async def bank(_: Request, exc: BankError) -> JSONResponse:
         unavailable = "unavailable" in str(exc)
-        return _error(503 if unavailable else 409, "store_unavailable" if unavailable else "conflict", str(exc))
+        return _error(
+            503 if unavailable else 409, "store_unavailable" if unavailable else "conflict", str(exc)
+        )
 
     @app.exception_handler(TimeoutError)
     async def timeout(_: Request, exc: TimeoutError) -> JSONResponse:

@@ -80,7 +80,8 @@ class Service:
         self.model_lock = threading.Lock()
 
     def authenticate(self, authorization: str | None) -> Principal:
-        """The principal of an `Authorization: Token <key>` (or `Bearer <key>`) header, or ApiError 401/429."""
+        """The principal of an `Authorization: Token <key>` (or `Bearer <key>`) header, or ApiError
+        401/429."""
         if not self.config.auth:
             return Principal("local", True)
         if not authorization:
@@ -90,7 +91,9 @@ class Service:
         if found is None:
             raise ApiError(401, "unauthorized", "unknown API key")
         if not self.limiter.allow(key.strip()):
-            raise ApiError(429, "rate_limited", f"more than {self.config.rate_per_minute} requests a minute for this key")
+            raise ApiError(
+                429, "rate_limited", f"more than {self.config.rate_per_minute} requests a minute for this key"
+            )
         return found
 
     def tenant(self, who: Principal) -> Memory:
@@ -99,7 +102,7 @@ class Service:
     @contextmanager
     def writing(self, tenant: str, scope: Scope, *, model: bool = False) -> Iterator[None]:
         """Hold the scope's write lock, and the model lock too when the write runs a model."""
-        with self.scope_locks.hold(tenant, scope), (self.model_lock if model else nullcontext()):
+        with self.scope_locks.hold(tenant, scope), self.model_lock if model else nullcontext():
             yield
 
 

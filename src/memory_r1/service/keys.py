@@ -49,7 +49,8 @@ class KeyStore:
 
     def lookup(self, key: str) -> Principal | None:
         with self._lock:
-            row = self._conn.execute("SELECT tenant, admin FROM api_keys WHERE hash = ?", (_hash(key),)).fetchone()
+            row = self._conn.execute("SELECT tenant, admin FROM api_keys WHERE hash = ?",
+                                     (_hash(key),)).fetchone()
         return Principal(row[0], bool(row[1])) if row else None
 
     def hashes(self) -> list[str]:

@@ -165,23 +165,44 @@ def build_server(service: Service) -> MCPServer:
         with _tool_errors():
             scope = Scope(user_id, agent_id, run_id)
             with service.writing(tenant, scope, model=infer):
-                result = memory.add(messages, **scope.to_json(), metadata=metadata, infer=infer, timestamp=timestamp)
+                result = memory.add(messages, **scope.to_json(), metadata=metadata, infer=infer,
+                                    timestamp=timestamp)
         return AddOutcome.of(result)
 
     @server.tool()
-    def search_memories(query: str, ctx: Context, user_id: str | None = None, agent_id: str | None = None,
-                        run_id: str | None = None, limit: int = 30, filters: dict[str, Any] | None = None,
-                        threshold: float | None = None) -> MemoryList:
+    def search_memories(
+        query: str,
+        ctx: Context,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        limit: int = 30,
+        filters: dict[str, Any] | None = None,
+        threshold: float | None = None,
+    ) -> MemoryList:
         """The scope's memories most similar to the query, best first (filters: metadata key -> value)."""
         _, memory = caller(ctx)
         with _tool_errors():
-            items = memory.search(query, user_id=user_id, agent_id=agent_id, run_id=run_id, limit=limit,
-                                  filters=filters, threshold=threshold)
+            items = memory.search(
+                query,
+                user_id=user_id,
+                agent_id=agent_id,
+                run_id=run_id,
+                limit=limit,
+                filters=filters,
+                threshold=threshold,
+            )
         return MemoryList(results=[MemoryRecord.of(i) for i in items])
 
     @server.tool()
-    def list_memories(ctx: Context, user_id: str | None = None, agent_id: str | None = None,
-                      run_id: str | None = None, page: int = 1, page_size: int = 100) -> MemoryList:
+    def list_memories(
+        ctx: Context,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        page: int = 1,
+        page_size: int = 100,
+    ) -> MemoryList:
         """The scope's live memories, oldest first, one page (1-based)."""
         _, memory = caller(ctx)
         with _tool_errors():
@@ -210,8 +231,9 @@ def build_server(service: Service) -> MCPServer:
             return MemoryRecord.of(memory.delete(memory_id))
 
     @server.tool()
-    def delete_all_memories(ctx: Context, user_id: str | None = None, agent_id: str | None = None,
-                            run_id: str | None = None) -> DeletedCount:
+    def delete_all_memories(
+        ctx: Context, user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None
+    ) -> DeletedCount:
         """Delete every memory of a scope (soft, one transaction); returns how many."""
         tenant, memory = caller(ctx)
         with _tool_errors():
@@ -220,16 +242,22 @@ def build_server(service: Service) -> MCPServer:
                 return DeletedCount(deleted=memory.delete_all(scope))
 
     @server.tool()
-    def answer_question(question: str, ctx: Context, user_id: str | None = None, agent_id: str | None = None,
-                        run_id: str | None = None) -> Answer:
+    def answer_question(
+        question: str,
+        ctx: Context,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+    ) -> Answer:
         """Answer a question from the scope's memories with the Answer Agent (retrieve, distil, answer)."""
         _, memory = caller(ctx)
         with _tool_errors():
             scope = Scope(user_id, agent_id, run_id)
             with service.model_lock:
                 result = memory.answer(question, scope)
-        return Answer(answer=result.answer, memory_ids=list(result.selected_memory_ids),
-                      parse_error=result.parse_error)
+        return Answer(
+            answer=result.answer, memory_ids=list(result.selected_memory_ids), parse_error=result.parse_error
+        )
 
     @server.tool()
     def memory_history(memory_id: int, ctx: Context) -> HistoryList:
@@ -252,7 +280,8 @@ class McpEndpoint:
         self.service = service
         self.server = build_server(service)
         self._app: ASGIApp = self.server.streamable_http_app(
-            streamable_http_path=MCP_PATH, host=host, max_request_body_size=service.config.max_body_bytes)
+            streamable_http_path=MCP_PATH, host=host, max_request_body_size=service.config.max_body_bytes
+        )
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -268,11 +297,19 @@ class McpEndpoint:
         try:
             who = self.service.authenticate(headers.get("authorization"))
             declared = headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.service.config.max_body_bytes:
-                raise ApiError(413, "payload_too_large", f"body over {self.service.config.max_body_bytes} bytes")
+            if (
+                declared is not None
+                and declared.isdigit()
+                and int(declared) > self.service.config.max_body_bytes
+            ):
+                raise ApiError(
+                    413, "payload_too_large", f"body over {self.service.config.max_body_bytes} bytes"
+                )
         except ApiError as error:
             extra = {"WWW-Authenticate": 'Token realm="memory-r1"'} if error.status == 401 else None
-            response = JSONResponse({"error": error.error, "detail": error.detail}, error.status, headers=extra)
+            response = JSONResponse(
+                {"error": error.error, "detail": error.detail}, error.status, headers=extra
+            )
             await response(scope, receive, send)
             return
         await self._app({**scope, PRINCIPAL: who}, receive, send)

@@ -71,10 +71,14 @@ def dataset_header(dataset_dir: Path, agent: Agent) -> dict[str, Any]:
     """The header row of `answer.jsonl` / `manager.jsonl` (format checked), with the builder's settings."""
     path = Path(dataset_dir) / f"{agent}.jsonl"
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: build it with `memory-r1 data build-{agent} --out {dataset_dir}`")
+        raise FileNotFoundError(
+            f"{path} not found: build it with `memory-r1 data build-{agent} --out {dataset_dir}`"
+        )
     header = json.loads(path.read_text().splitlines()[0] or "{}")
     if header.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a memory-r1 dataset (format {header.get('format')!r}, expected {FORMAT!r})")
+        raise ValueError(
+            f"{path}: not a memory-r1 dataset (format {header.get('format')!r}, expected {FORMAT!r})"
+        )
     return dict(header)
 
 
@@ -132,7 +136,9 @@ def manager_rows(
     return rows
 
 
-def _schema(agent: Agent):  # -> pyarrow.Schema; explicit, so an empty list never infers type `null`
+def _schema(
+    agent: Agent,
+) -> Any:  # a pyarrow.Schema (pyarrow ships no types); explicit, so an empty list never infers type `null`
     import pyarrow as pa
 
     message = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
@@ -147,7 +153,8 @@ def _schema(agent: Agent):  # -> pyarrow.Schema; explicit, so an empty list neve
                               ("category", pa.int64())])
         extra = pa.struct([("index", pa.int64()), ("split", pa.string()), ("sample_id", pa.string()),
                            ("dia_id", pa.string()), ("position", pa.int64()), ("owner", pa.string()),
-                           ("timestamp", pa.string()), ("facts", pa.list_(pa.string())), ("bank", pa.string()),
+                           ("timestamp", pa.string()), ("facts", pa.list_(pa.string())),
+                           ("bank", pa.string()),
                            ("speakers", pa.list_(pa.string())), ("questions", pa.list_(question))])
     return pa.schema([("data_source", pa.string()), ("prompt", message), ("ability", pa.string()),
                       ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", truth)])),
@@ -159,7 +166,9 @@ def write_parquet(rows: Sequence[dict], path: Path, agent: Agent) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as error:
-        raise ImportError("writing parquet needs pyarrow: pip install 'memory-r1[verl]' (or pyarrow)") from error
+        raise ImportError(
+            "writing parquet needs pyarrow: pip install 'memory-r1[verl]' (or pyarrow)"
+        ) from error
     if not rows:
         raise ValueError(f"no rows to write to {path}: the dataset has no examples")
     tmp = path.with_suffix(".tmp")
@@ -181,7 +190,9 @@ def export(
     model = headers["train"].get("settings", {}).get("embedding_model", "")
     counts = {}
     for split, folder in (("train", dataset), ("val", val_dataset)):
-        kind = AnswerExample if agent == "answer" else ManagerExample  # typed rows, as JSON dicts for the export
+        kind = (
+            AnswerExample if agent == "answer" else ManagerExample
+        )  # typed rows, as JSON dicts for the export
         examples = [e.to_json() for e in load_examples(Path(folder) / f"{agent}.jsonl", kind)]
         if agent == "answer":
             rows = answer_rows(examples, split)
@@ -195,8 +206,9 @@ def export(
         write_parquet(rows, out / f"{split}.parquet", agent)
         counts[split] = len(rows)
     report = ExportReport(agent, out, counts["train"], counts["val"], model, window)
-    manifest = {"format": EXPORT_FORMAT, "agent": agent, "train_rows": counts["train"], "val_rows": counts["val"],
-                "embedding_model": model, "window": window, "datasets": {"train": str(dataset), "val": str(val_dataset)},
+    manifest = {"format": EXPORT_FORMAT, "agent": agent, "train_rows": counts["train"],
+                "val_rows": counts["val"], "embedding_model": model, "window": window,
+                "datasets": {"train": str(dataset), "val": str(val_dataset)},
                 "settings": headers["train"].get("settings", {})}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return report

@@ -80,7 +80,8 @@ class Recipe:
 
 
 PAPER = Recipe()
-SMOKE = Recipe(rollouts_per_step=8, group_size=2, micro_batch_per_gpu=1, max_response_length=256, ppo_mini_batch=4,
+SMOKE = Recipe(rollouts_per_step=8, group_size=2, micro_batch_per_gpu=1, max_response_length=256,
+               ppo_mini_batch=4,
                steps=2, test_freq=2, save_freq=2, gpu_memory_utilization=0.4, max_samples=16)
 """One GPU, a 0.5B model, two steps: proves the cluster set-up (Ray, vLLM, FSDP, the reward, the checkpoint)
 in minutes before a paper-sized run is spent on it."""
@@ -144,8 +145,8 @@ def overrides(preset: Preset, export_dir: Path, manifest: dict[str, Any], out: P
         "data.train_files": export_dir / "train.parquet", "data.val_files": export_dir / "val.parquet",
         "data.train_batch_size": prompts, "data.max_prompt_length": r.max_prompt_length,
         "data.max_response_length": r.max_response_length, "data.filter_overlong_prompts": True,
-        "data.truncation": "error", "data.train_max_samples": r.max_samples, "data.val_max_samples": r.max_samples,
-        "actor_rollout_ref.model.path": m.hub_id,
+        "data.truncation": "error", "data.train_max_samples": r.max_samples,
+        "data.val_max_samples": r.max_samples, "actor_rollout_ref.model.path": m.hub_id,
         "actor_rollout_ref.model.enable_gradient_checkpointing": True,
         "actor_rollout_ref.model.use_remove_padding": True,
         f"{actor}.optim.lr": r.actor_lr,
@@ -153,7 +154,8 @@ def overrides(preset: Preset, export_dir: Path, manifest: dict[str, Any], out: P
         f"{actor}.ppo_micro_batch_size_per_gpu": r.micro_batch_per_gpu,
         f"{actor}.ppo_epochs": 1, f"{actor}.clip_ratio": 0.2, f"{actor}.loss_agg_mode": "token-mean",
         f"{actor}.entropy_coeff": 0.0,
-        f"{actor}.use_kl_loss": grpo, f"{actor}.kl_loss_coef": r.grpo_kl_coef, f"{actor}.kl_loss_type": "low_var_kl",
+        f"{actor}.use_kl_loss": grpo, f"{actor}.kl_loss_coef": r.grpo_kl_coef,
+        f"{actor}.kl_loss_type": "low_var_kl",
         f"{actor}.checkpoint.save_contents": "['model','optimizer','extra','hf_model']",
         f"{actor}.fsdp_config.param_offload": m.offload, f"{actor}.fsdp_config.optimizer_offload": m.offload,
         f"{rollout}.name": "vllm", f"{rollout}.tensor_model_parallel_size": m.tensor_parallel,
@@ -193,7 +195,8 @@ def overrides(preset: Preset, export_dir: Path, manifest: dict[str, Any], out: P
 
 
 def launch_command(preset: Preset, export_dir: Path, manifest: dict[str, Any], out: Path,
-                   answerer: Answerer | None = None, reward: str = "em", python: str | None = None) -> list[str]:
+                   answerer: Answerer | None = None, reward: str = "em",
+                   python: str | None = None) -> list[str]:
     return [python or "python3", "-m", "verl.trainer.main_ppo",
             *overrides(preset, export_dir, manifest, out, answerer, reward)]
 
@@ -202,7 +205,8 @@ def launch_script(command: list[str]) -> str:
     """A shell script that runs `command`, one override per line."""
     head = " ".join(shlex.quote(c) for c in command[:3])
     body = " \\\n    ".join(shlex.quote(c) for c in command[3:])
-    return f"#!/usr/bin/env bash\n# Written by `memory-r1 export verl`.\nset -euo pipefail\n{head} \\\n    {body} \"$@\"\n"
+    return (f"#!/usr/bin/env bash\n# Written by `memory-r1 export verl`.\nset -euo pipefail\n"
+            f'{head} \\\n    {body} "$@"\n')
 
 
 def checkpoint_dir(out: Path, step: int) -> Path:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from memory_r1.agents import AnswerAgent, MemoryManager
 from memory_r1.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder, load_embedder
@@ -42,12 +42,12 @@ NO_WINDOW = 10**9
 """Exported snapshots are already windowed (see `export`), so the environment hides nothing more."""
 
 
-def answer_score(solution_str: str, ground_truth: str, extra_info: Mapping[str, Any], *, reward: Reward = "em",
-                 format_bonus: float = 0.0) -> dict[str, Any]:
+def answer_score(solution_str: str, ground_truth: str, extra_info: Mapping[str, Any], *,
+                 reward: Reward = "em", format_bonus: float = 0.0) -> dict[str, Any]:
     """The Answer Agent's reward: `AnswerEnv.score` on this one output."""
     example = AnswerExample(str(extra_info.get("sample_id", "")), int(extra_info.get("qa_index", 0)),
-                            int(extra_info.get("category", 0)), str(extra_info.get("question", "")), ground_truth,
-                            [], [int(i) for i in extra_info["memory_ids"]])
+                            int(extra_info.get("category", 0)), str(extra_info.get("question", "")),
+                            ground_truth, [], [int(i) for i in extra_info["memory_ids"]])
     [scored] = AnswerEnv([example], reward, format_bonus).score(example, [solution_str])
     # Numbers only: verl logs each extra key as a per-step mean.
     return {"score": scored.reward, "parsed": float(scored.parsed)}
@@ -66,7 +66,8 @@ def _answerer_generator(model: str, base_url: str, concurrency: int) -> Generato
 
 
 def answerer_url(answerer_base_url: str | None, reward_router_address: str | None) -> str:
-    """The frozen answerer's OpenAI-compatible base URL: an explicit server, else verl's reward-model router."""
+    """The frozen answerer's OpenAI-compatible base URL: an explicit server, else verl's reward-model
+    router."""
     if answerer_base_url:
         return answerer_base_url
     if reward_router_address:
@@ -86,22 +87,26 @@ def manager_score(
 
     `generator` replaces the HTTP answerer (tests, or an in-process model)."""
     example = ManagerExample.from_json({
-        "sample_id": extra_info["sample_id"], "dia_id": extra_info["dia_id"], "position": extra_info["position"],
-        "owner": extra_info["owner"], "timestamp": extra_info["timestamp"], "facts": list(extra_info["facts"]),
+        "sample_id": extra_info["sample_id"], "dia_id": extra_info["dia_id"],
+        "position": extra_info["position"],
+        "owner": extra_info["owner"], "timestamp": extra_info["timestamp"],
+        "facts": list(extra_info["facts"]),
         "bank": extra_info["bank"], "questions": [dict(q) for q in extra_info["questions"]],
     })
     speakers = list(extra_info["speakers"])
     # Only the id and the speakers are read: the turns are not needed since the snapshot is already windowed.
     conversation = Conversation(example.sample_id, speakers[0], speakers[1], sessions=())
     embedder = _embedder(embedding_model)
-    frozen = generator or _answerer_generator(answerer_model, answerer_url(answerer_base_url, reward_router_address),
+    frozen = generator or _answerer_generator(answerer_model,
+                                              answerer_url(answerer_base_url, reward_router_address),
                                               answerer_concurrency)
     env = ManagerEnv(Path(dataset_dir), [example], conversation, MemoryManager(NotSampled(), embedder),
                      AnswerAgent(frozen, embedder), window=NO_WINDOW, unparsable_penalty=unparsable_penalty,
                      reward=reward)
     [scored] = env.score(example, [solution_str])
     result: dict[str, Any] = {"score": scored.reward, "parsed": float(scored.parsed)}
-    result.update({f"op_{name.lower()}": float(n) for name, n in scored.detail["operations"].items()})
+    counts = cast(dict[str, int], scored.detail["operations"])  # ManagerEnv.score: operations per event
+    result.update({f"op_{name.lower()}": float(n) for name, n in counts.items()})
     return result
 
 
@@ -120,6 +125,10 @@ def compute_score(
                  "unparsable_penalty", "embedding_model", "answerer_concurrency", "generator")
         missing = [k for k in ("dataset_dir", "answerer_model") if not kwargs.get(k)]
         if missing:
-            raise ValueError(f"the Memory Manager reward needs reward_kwargs {missing} (see `memory-r1 export verl`)")
+            raise ValueError(
+                f"the Memory Manager reward needs reward_kwargs {missing} (see `memory-r1 export verl`)"
+            )
         return manager_score(solution_str, extra_info, **{k: v for k, v in kwargs.items() if k in known})
-    raise ValueError(f"unknown data_source {data_source!r}; memory-r1 rows use {sorted(DATA_SOURCES.values())}")
+    raise ValueError(
+        f"unknown data_source {data_source!r}; memory-r1 rows use {sorted(DATA_SOURCES.values())}"
+    )
