@@ -109,7 +109,7 @@ def create_app(
         if request.url.path == MCP_PATH:  # the MCP transport enforces the same limit itself
             return await call_next(request)
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
+        if declared is not None and declared.isdecimal() and int(declared) > config.max_body_bytes:
             return _error(413, "payload_too_large", f"body over {config.max_body_bytes} bytes")
         if request.method in ("POST", "PUT") and len(await request.body()) > config.max_body_bytes:
             return _error(413, "payload_too_large", f"body over {config.max_body_bytes} bytes")

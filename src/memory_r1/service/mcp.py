@@ -299,7 +299,7 @@ class McpEndpoint:
             declared = headers.get("content-length")
             if (
                 declared is not None
-                and declared.isdigit()
+                and declared.isdecimal()
                 and int(declared) > self.service.config.max_body_bytes
             ):
                 raise ApiError(
