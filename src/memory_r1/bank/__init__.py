@@ -1,6 +1,7 @@
 """Memory bank: the store interface and its embedded SQLite implementation."""
 
-from memory_r1.bank.sqlite import SCHEMA_VERSION, SQLiteStore
+from memory_r1.bank.sqlite import SQLiteStore
+from memory_r1.bank.sqlite_file import SCHEMA_VERSION
 from memory_r1.bank.store import BankError, IncompatibleBankError, MemoryNotFoundError, MemoryStore
 
 __all__ = [
