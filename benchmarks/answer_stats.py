@@ -9,14 +9,15 @@ Markdown table of counts only, safe to commit.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from memory_r1.eval.harness import read_results
 
 
 def stats(run: Path) -> tuple[int, int, float]:
-    rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines() if line.strip()]
-    failures = sum(bool(r.get("parse_error")) for r in rows)
-    words = [len((r.get("prediction") or "").split()) for r in rows]
+    rows = read_results(run / "results.jsonl")
+    failures = sum(bool(r.parse_error) for r in rows)
+    words = [len(r.prediction.split()) for r in rows]
     return len(rows), failures, sum(words) / max(len(words), 1)
 
 

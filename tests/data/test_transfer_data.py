@@ -229,3 +229,8 @@ def test_cli_download_without_network_is_one_line(name: str, tmp_path: Path,
         result.exit_code == 1 and "could not download" in result.output and "Traceback" not in result.output
     )
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
+
+
+def test_longmemeval_top_level_must_be_a_list_of_questions():
+    with pytest.raises(DatasetError, match="top level must be a list of questions, got dict"):
+        parse_longmemeval({"question_id": "q1"})

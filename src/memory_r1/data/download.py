@@ -149,11 +149,12 @@ def require_field(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...
 
 
 def parse_unique(
-    data: Any, parse: Callable[[Any, str], Conversation], source: str, item: str, id_name: str
+    data: Any, parse: Callable[[Any, str], Conversation], source: str, item: str, id_name: str, listed: str
 ) -> list[Conversation]:
-    """`parse(data[i], where)` for a top-level list, refusing anything else and repeated ids."""
+    """`parse(data[i], where)` for a top-level list of `listed`, refusing anything else and repeated ids;
+    `item` names a position in messages (`sample[3]`)."""
     if not isinstance(data, list):
-        raise DatasetError(f"{source}: top level must be a list of {item}s, got {type(data).__name__}")
+        raise DatasetError(f"{source}: top level must be a list of {listed}, got {type(data).__name__}")
     conversations: list[Conversation] = []
     seen: set[str] = set()
     for position, raw in enumerate(data):

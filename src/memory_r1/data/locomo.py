@@ -122,7 +122,7 @@ def load_locomo(path: str | Path) -> list[Conversation]:
 
 def parse_locomo(data: Any, source: str = "<data>") -> list[Conversation]:
     """Turn already-decoded LoCoMo JSON into conversations, validating the schema as it goes."""
-    return parse_unique(data, _parse_sample, source, "sample", "sample_id")
+    return parse_unique(data, _parse_sample, source, "sample", "sample_id", "samples")
 
 
 def _parse_sample(sample: Any, where: str) -> Conversation:

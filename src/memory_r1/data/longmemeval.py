@@ -89,7 +89,7 @@ def load_longmemeval(path: str | Path) -> list[Conversation]:
 
 
 def parse_longmemeval(data: Any, source: str = "<data>") -> list[Conversation]:
-    return parse_unique(data, _parse_item, source, "item", "question_id")
+    return parse_unique(data, _parse_item, source, "item", "question_id", "questions")
 
 
 def _strings(obj: Mapping[str, Any], key: str, where: str) -> list[str]:
