@@ -13,7 +13,8 @@
 #
 #   data    answer tuples on verbatim-turn banks (seconds)
 #   train   gold-target SFT and GRPO (and PPO when ALGOS says so), SEEDS training seeds each
-#   eval    base and every trained agent on the test subset; report with paired CIs
+#   eval    base and every trained agent on the test subset; report with paired CIs (finished evals kept)
+#   eval-one ALGO-sSEED: one trained agent on the test subset
 #
 # Runs and checkpoints live in $RUNS (default ~/memory-r1-runs), outside the work tree; only configs,
 # metrics, curves and summaries are copied into benchmarks/results/learning-turns (LoCoMo is CC BY-NC).
@@ -55,7 +56,7 @@ train() {  # algo seed
 test_eval() {  # name [eval options]
   local name=$1
   shift
-  $mr1 eval --split test --limit "$questions" --system rag --data "$data" --banks "$runs/banks-turns" \
+  [ -e "$runs/eval/turns-test-$name/summary.json" ] || $mr1 eval --split test --limit "$questions" --system rag --data "$data" --banks "$runs/banks-turns" \
     --set "answer.top_k_per_speaker=$k" --set "answer.max_new_tokens=$new_tokens" --out "$runs/eval/turns-test-$name" "$@"
   mkdir -p "$out/test-$name"
   cp "$runs/eval/turns-test-$name/summary.json" "$out/test-$name/"
@@ -85,6 +86,7 @@ case $stage in
   data) datasets ;;
   train) for a in $algos; do for s in $seeds; do train "$a" "$s"; done; done ;;
   eval-base) test_eval base ;;
+  eval-one) test_eval "answer-$2" --answer-model "$runs/train/turns-answer-$2/final" ;;  # e.g. eval-one sft-s1
   eval) evaluate ;;
-  *) echo "unknown stage $stage (all, data, train, eval-base, eval)" >&2; exit 2 ;;
+  *) echo "unknown stage $stage (all, data, train, eval-base, eval, eval-one)" >&2; exit 2 ;;
 esac

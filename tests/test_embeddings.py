@@ -61,3 +61,78 @@ def test_packaged_minilm() -> None:
     check_unit_rows(np.stack([q, related, unrelated]), 3, 384)
     assert q @ related > q @ unrelated + 0.2
     assert emb.embed([]).shape == (0, 384)
+
+
+def test_coalescer_batches_concurrent_calls_and_returns_each_caller_its_rows() -> None:
+    import threading
+    import time
+
+    from memory_r1.embeddings import Coalescer
+
+    calls: list[list[str]] = []
+
+    def run(texts: list[str]) -> np.ndarray:
+        calls.append(texts)
+        time.sleep(0.05)  # a model call: long enough for the other threads to queue behind it
+        return np.array([[float(t.split("-")[0]), float(t.split("-")[1])] for t in texts], dtype=np.float32)
+
+    coalesce = Coalescer(run)
+    results: dict[int, np.ndarray] = {}
+    barrier = threading.Barrier(16)
+
+    def caller(i: int) -> None:
+        barrier.wait()
+        results[i] = coalesce([f"{i}-{j}" for j in range(i % 3 + 1)])
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(16):  # every caller gets exactly its own rows, in its order
+        np.testing.assert_array_equal(results[i], [[i, j] for j in range(i % 3 + 1)])
+    assert sum(len(c) for c in calls) == sum(i % 3 + 1 for i in range(16))
+    assert coalesce.batches == len(calls) < 16 // 2  # shared batches, not one model call per caller
+
+
+def test_coalescer_hands_a_failure_to_every_caller_of_the_batch_and_recovers() -> None:
+    import threading
+    import time
+
+    from memory_r1.embeddings import Coalescer
+
+    fail = threading.Event()
+    fail.set()
+
+    def run(texts: list[str]) -> np.ndarray:
+        time.sleep(0.05)
+        if fail.is_set() and len(texts) > 1:
+            raise RuntimeError("model went away")
+        return np.zeros((len(texts), 2), dtype=np.float32)
+
+    coalesce = Coalescer(run, max_texts=64)
+    errors: list[BaseException] = []
+
+    def caller() -> None:
+        try:
+            coalesce(["a", "b"])
+        except RuntimeError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 4 and all(str(e) == "model went away" for e in errors)
+    fail.clear()
+    assert coalesce(["c"]).shape == (1, 2)  # not left busy: the next call runs
+
+
+def test_coalescer_splits_batches_at_max_texts() -> None:
+    from memory_r1.embeddings import Coalescer
+
+    sizes: list[int] = []
+    coalesce = Coalescer(lambda texts: sizes.append(len(texts)) or np.zeros((len(texts), 1)), max_texts=4)
+    assert coalesce(["x"] * 10).shape == (10, 1)  # one caller's own texts are never split
+    assert sizes == [10]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -35,8 +36,73 @@ class Embedder(Protocol):
         ...
 
 
+class _Job:
+    __slots__ = ("done", "error", "result", "texts")
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts, self.done = texts, False
+        self.result: np.ndarray | None = None
+        self.error: BaseException | None = None
+
+
+class Coalescer:
+    """Concurrent `embed` calls from many threads share one batched model call (the service's case: 16
+    clients searching at once cost one forward of 16 queries, not 16 forwards that fight over the cores).
+
+    No timer and no added latency: a caller that finds the model idle runs its own texts at once; callers
+    that arrive while it runs queue up, and the next of them takes every queued job (up to `max_texts`
+    texts) into one batch. One model call runs at a time, which also keeps torch's thread pool to one
+    user. A failure reaches every caller whose texts were in the failed batch.
+    """
+
+    def __init__(self, run: Callable[[list[str]], np.ndarray], max_texts: int = 256) -> None:
+        self._run, self.max_texts = run, max_texts
+        self._cv = threading.Condition()
+        self._queue: list[_Job] = []
+        self._busy = False
+        self.batches = 0  # model calls made, for tests and benchmarks
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        job = _Job(texts)
+        with self._cv:
+            self._queue.append(job)
+            while self._busy and not job.done:
+                self._cv.wait()
+            if not job.done:  # the model is idle: lead a batch that holds this job and those queued
+                self._busy = True
+                batch: list[_Job] = []
+                size = 0
+                while self._queue and (not batch or size + len(self._queue[0].texts) <= self.max_texts):
+                    batch.append(self._queue.pop(0))
+                    size += len(batch[-1].texts)
+                if job not in batch:  # its own job lies beyond max_texts of queued ones: take it too
+                    batch.append(job)
+                    self._queue.remove(job)
+        if not job.done:
+            try:
+                vectors = self._run([t for j in batch for t in j.texts])
+                error: BaseException | None = None
+            except BaseException as e:  # noqa: BLE001 -- handed to every caller of the batch, re-raised in each
+                vectors, error = None, e
+            with self._cv:
+                start = 0
+                for j in batch:
+                    if vectors is not None:
+                        j.result = vectors[start : start + len(j.texts)]
+                    j.error, j.done = error, True
+                    start += len(j.texts)
+                self.batches += 1
+                self._busy = False
+                self._cv.notify_all()
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+
 class SentenceTransformerEmbedder:
-    """Any sentence-transformers model, by hub id or local folder."""
+    """Any sentence-transformers model, by hub id or local folder. Thread-safe: concurrent calls are
+    coalesced into one batch (`Coalescer`)."""
 
     def __init__(
         self,
@@ -58,14 +124,18 @@ class SentenceTransformerEmbedder:
         if dim is None:
             raise ValueError(f"{self.name}: the model does not report its embedding dimension")
         self.dim = int(dim)
+        self._coalesce = Coalescer(self._encode)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        vectors = self.model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+        )
+        return np.asarray(vectors, dtype=np.float32)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
-        )
-        return np.asarray(vectors, dtype=np.float32)
+        return self._coalesce(list(texts))
 
 
 class HashingEmbedder:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import json
 import socket
 import threading
 import time
@@ -197,6 +198,31 @@ def test_bad_input_gets_a_4xx_json_error_never_a_500(service) -> None:
             assert set(r.json()) >= {"error", "detail"}, r.text
         assert c.get("/v1/memories/", params={"user_id": "a"}).json()["results"] == []  # nothing half-written
         assert c.get("/health").json() == {"status": "ok"}  # and it keeps serving
+
+
+def test_body_limit_by_declared_length_and_by_streamed_bytes(service) -> None:
+    """413 whether the client declares a large Content-Length or streams a body without one (chunked);
+    a chunked body under the limit reaches the route whole (the middleware replays what it read)."""
+    server, admin, _ = service
+    limit = ServiceConfig().max_body_bytes
+
+    def chunks(body: bytes, size: int = 4096) -> Iterator[bytes]:
+        yield from (body[i : i + size] for i in range(0, len(body), size))
+
+    big = json.dumps({"messages": "x" * (limit + 10), "user_id": "a", "infer": False}).encode()
+    messages = [{"role": "user", "content": f"{i} " + "y" * 9000} for i in range(20)]  # ~180 KB
+    small = json.dumps({"messages": messages, "user_id": "a", "infer": False}).encode()
+    with client(server, admin) as c:
+        headers = {"content-type": "application/json"}
+        r = c.post("/v1/memories/", content=big, headers=headers)  # declared length
+        assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
+        r = c.post("/v1/memories/", content=chunks(big), headers=headers)  # no Content-Length
+        assert "content-length" not in r.request.headers
+        assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
+        r = c.post("/v1/memories/", content=chunks(small), headers=headers)
+        assert r.status_code == 200, r.text
+        stored = c.get("/v1/memories/", params={"user_id": "a"}).json()["results"]
+        assert sorted(m["memory"] for m in stored) == sorted(m["content"] for m in messages)
 
 
 def test_rate_limit_per_key(scripted) -> None:
