@@ -250,9 +250,10 @@ class Memory:
         return self.store.history(memory_id=memory_id)
 
     def answer(self, question: str, scope: Scope) -> Any:
-        """The Answer Agent over the scope's memories (retrieval, distillation, answer)."""
+        """The Answer Agent over the scope's memories (retrieval, distillation, answer). A model backend
+        failure raises its `GenerationError` (`BackendTimeoutError` for a timeout), not an empty answer."""
         [result] = self.agents.answerer.answer(self.store, [_text(question, "question")],
-                                               [(scope.label, self._key(scope))])
+                                               [(scope.label, self._key(scope))], raise_errors=True)
         return result
 
     # ---------------------------------------------------------------- export / import

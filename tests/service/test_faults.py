@@ -196,3 +196,23 @@ def test_a_model_backend_timeout_is_504_nothing_written_and_serving_goes_on(
         hits = c.post("/v1/memories/search/", json={"query": "kept", "user_id": "alice"})
         assert hits.status_code == 200 and hits.json()["results"][0]["memory"] == "kept"
     silent.close()
+
+
+def test_an_answer_backend_timeout_is_504_over_rest_and_a_tool_error_over_mcp(
+    hanging_backend: str, scripted, live
+) -> None:
+    """Not a 200 with an empty answer and a parse_error: the client must see that the model failed."""
+    embedder = HashingEmbedder()
+    silent = OpenAIGenerator("any-model", base_url=hanging_backend, timeout=0.5, max_retries=0)
+    agents = Agents(
+        embedder, FactExtractor(scripted()), MemoryManager(scripted(), embedder), AnswerAgent(silent, embedder)
+    )
+    server, key = serve(Memory(":memory:", agents), live)
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Token {key}"}, timeout=30) as c:
+        c.post("/v1/memories/", json={"messages": "I adopted a cat", "user_id": "alice", "infer": False})
+        r = c.post("/v1/answer/", json={"question": "What did I adopt?", "user_id": "alice"})
+        assert r.status_code == 504 and r.json()["error"] == "backend_timeout", r.text
+        error = mcp_call(server.url, key, "answer_question", question="What did I adopt?", user_id="alice")
+        assert error.is_error and "timed out" in error.content[0].text
+        assert c.get("/health").json() == {"status": "ok"}
+    silent.close()

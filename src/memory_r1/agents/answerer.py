@@ -125,17 +125,23 @@ class AnswerAgent:
 
     def answer(
         self, store: MemoryStore, questions: Sequence[str], owners: Sequence[tuple[str, str]],
-        seed: int | None = None
+        seed: int | None = None, *, raise_errors: bool = False
     ) -> list[Answer]:
         """Answer a batch of questions (greedy unless the config sets a temperature)."""
-        return self.answer_prompts(questions, self.build_prompts(store, questions, owners), seed=seed)
+        return self.answer_prompts(questions, self.build_prompts(store, questions, owners), seed=seed,
+                                   raise_errors=raise_errors)
 
     def answer_prompts(self, questions: Sequence[str], built: Sequence[AnswerPrompt],
-                       seed: int | None = None) -> list[Answer]:
-        """The answer step on prompts already built (from one bank or several): one batched generation."""
+                       seed: int | None = None, *, raise_errors: bool = False) -> list[Answer]:
+        """The answer step on prompts already built (from one bank or several): one batched generation.
+        A backend failure becomes that question's `parse_error` (an evaluation scores it and goes on), or
+        with `raise_errors` the `GenerationError` itself (the API and service: the caller must see it)."""
         config = GenerationConfig(max_new_tokens=self.config.max_new_tokens,
                                   temperature=self.config.temperature, seed=seed)
-        outputs = self._generate([b.messages for b in built], config)
+        if raise_errors:
+            outputs: list[Generation | str] = list(self.generator.generate([b.messages for b in built], config))
+        else:
+            outputs = self._generate([b.messages for b in built], config)
         return [self.to_answer(q, b, g.text, g.usage) if isinstance(g, Generation)
                 else replace(self.to_answer(q, b, ""), parse_error=g)
                 for q, b, g in zip(questions, built, outputs, strict=True)]
