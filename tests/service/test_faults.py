@@ -205,7 +205,10 @@ def test_an_answer_backend_timeout_is_504_over_rest_and_a_tool_error_over_mcp(
     embedder = HashingEmbedder()
     silent = OpenAIGenerator("any-model", base_url=hanging_backend, timeout=0.5, max_retries=0)
     agents = Agents(
-        embedder, FactExtractor(scripted()), MemoryManager(scripted(), embedder), AnswerAgent(silent, embedder)
+        embedder,
+        FactExtractor(scripted()),
+        MemoryManager(scripted(), embedder),
+        AnswerAgent(silent, embedder),
     )
     server, key = serve(Memory(":memory:", agents), live)
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Token {key}"}, timeout=30) as c:

@@ -200,6 +200,19 @@ def test_http_refuses_missing_or_unknown_keys_and_keeps_tenants_apart(which, scr
 
     run(main)
 
+    # an MCP session belongs to the tenant whose key opened it: another tenant's key cannot use its id
+    r = httpx.post(f"{server.url}/mcp", json=init, headers=accept | {"Authorization": f"Token {a}"})
+    assert r.status_code == 200, r.text
+    session = {"mcp-session-id": r.headers["mcp-session-id"]}
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    as_b = accept | session | {"Authorization": f"Token {b}"}
+    r = httpx.post(f"{server.url}/mcp", json=listing, headers=as_b)
+    assert r.status_code == 404 and r.json()["error"] == "not_found", r.text
+    other_a = keys.create("tenant-a")  # a second key of the same tenant may use it
+    as_a = accept | session | {"Authorization": f"Token {other_a}"}
+    r = httpx.post(f"{server.url}/mcp", json=listing, headers=as_a)
+    assert r.status_code == 200 and "add_memory" in r.text, r.text
+
 
 def test_stdio_session_on_a_memory_r1_mcp_subprocess(tmp_path: Path, scripted_agents) -> None:
     """The command an agent host runs (`memory-r1 mcp`), on a store file the CLI and `Memory()` then read."""

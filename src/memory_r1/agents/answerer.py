@@ -139,7 +139,8 @@ class AnswerAgent:
         config = GenerationConfig(max_new_tokens=self.config.max_new_tokens,
                                   temperature=self.config.temperature, seed=seed)
         if raise_errors:
-            outputs: list[Generation | str] = list(self.generator.generate([b.messages for b in built], config))
+            messages = [b.messages for b in built]
+            outputs: list[Generation | str] = list(self.generator.generate(messages, config))
         else:
             outputs = self._generate([b.messages for b in built], config)
         return [self.to_answer(q, b, g.text, g.usage) if isinstance(g, Generation)

@@ -21,7 +21,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Send
+from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from memory_r1.bank import BankError, MemoryNotFoundError
@@ -279,6 +279,9 @@ class McpEndpoint:
     def __init__(self, service: Service, host: str) -> None:
         self.service = service
         self.server = build_server(service)
+        # MCP session id -> the tenant whose key opened it: a session is usable only with that tenant's
+        # keys (another tenant's key gets the 404 of an unknown session, so it learns nothing)
+        self._session_tenant: dict[str, str] = {}
         self._app: ASGIApp = self.server.streamable_http_app(
             streamable_http_path=MCP_PATH, host=host, max_request_body_size=service.config.max_body_bytes
         )
@@ -305,6 +308,10 @@ class McpEndpoint:
                 raise ApiError(
                     413, "payload_too_large", f"body over {self.service.config.max_body_bytes} bytes"
                 )
+            session = headers.get("mcp-session-id")
+            owner = self._session_tenant.get(session) if session else None
+            if owner is not None and owner != who.tenant:
+                raise ApiError(404, "not_found", "unknown MCP session")
         except ApiError as error:
             extra = {"WWW-Authenticate": 'Token realm="memory-r1"'} if error.status == 401 else None
             response = JSONResponse(
@@ -312,7 +319,17 @@ class McpEndpoint:
             )
             await response(scope, receive, send)
             return
-        await self._app({**scope, PRINCIPAL: who}, receive, send)
+
+        async def bind(message: Message) -> None:  # the session id the transport hands out is this tenant's
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                opened = Headers(raw=message.get("headers", [])).get("mcp-session-id")
+                if opened:
+                    self._session_tenant.setdefault(opened, who.tenant)
+                if session and scope["method"] == "DELETE":  # the client ended its session
+                    self._session_tenant.pop(session, None)
+            await send(message)
+
+        await self._app({**scope, PRINCIPAL: who}, receive, bind)
 
 
 def mcp_endpoint(service: Service, host: str = "127.0.0.1") -> McpEndpoint:
