@@ -169,18 +169,22 @@ def hanging_backend() -> Iterator[str]:
     listener.close()
 
 
+def _agents(scripted: Any, *, manager: Any = None, answerer: Any = None) -> Agents:
+    """Scripted extraction; the manager and answerer scripted unless a (failing) backend is given."""
+    embedder = HashingEmbedder()
+    return Agents(
+        embedder,
+        FactExtractor(scripted()),
+        MemoryManager(manager or scripted(), embedder),
+        AnswerAgent(answerer or scripted(), embedder),
+    )
+
+
 def test_a_model_backend_timeout_is_504_nothing_written_and_serving_goes_on(
     hanging_backend: str, scripted, live
 ) -> None:
-    embedder = HashingEmbedder()
     silent = OpenAIGenerator("any-model", base_url=hanging_backend, timeout=0.5, max_retries=0)
-    agents = Agents(
-        embedder,
-        FactExtractor(scripted()),
-        MemoryManager(silent, embedder),
-        AnswerAgent(scripted(), embedder),
-    )
-    server, key = serve(Memory(":memory:", agents), live)
+    server, key = serve(Memory(":memory:", _agents(scripted, manager=silent)), live)
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Token {key}"}, timeout=30) as c:
         assert (
             c.post("/v1/memories/", json={"messages": "kept", "user_id": "alice", "infer": False}).status_code
@@ -202,15 +206,8 @@ def test_an_answer_backend_timeout_is_504_over_rest_and_a_tool_error_over_mcp(
     hanging_backend: str, scripted, live
 ) -> None:
     """Not a 200 with an empty answer and a parse_error: the client must see that the model failed."""
-    embedder = HashingEmbedder()
     silent = OpenAIGenerator("any-model", base_url=hanging_backend, timeout=0.5, max_retries=0)
-    agents = Agents(
-        embedder,
-        FactExtractor(scripted()),
-        MemoryManager(scripted(), embedder),
-        AnswerAgent(silent, embedder),
-    )
-    server, key = serve(Memory(":memory:", agents), live)
+    server, key = serve(Memory(":memory:", _agents(scripted, answerer=silent)), live)
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Token {key}"}, timeout=30) as c:
         c.post("/v1/memories/", json={"messages": "I adopted a cat", "user_id": "alice", "infer": False})
         r = c.post("/v1/answer/", json={"question": "What did I adopt?", "user_id": "alice"})
