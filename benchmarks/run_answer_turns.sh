@@ -12,7 +12,8 @@
 # subset for every system. Retrieval: K turns per speaker in training and test (a CPU budget; paper: 30).
 #
 #   data    answer tuples on verbatim-turn banks (seconds)
-#   train   gold-target SFT and GRPO (and PPO when ALGOS says so), SEEDS training seeds each
+#   train   gold-target SFT and GRPO (and PPO, or grpo-sft = GRPO started from that seed's SFT model with
+#           dynamic sampling, when ALGOS says so), SEEDS training seeds each
 #   eval    base and every trained agent on the test subset; report with paired CIs (finished evals kept)
 #   eval-one ALGO-sSEED: one trained agent on the test subset
 #
@@ -45,10 +46,14 @@ datasets() {
 train() {  # algo seed
   local dir="$runs/train/turns-answer-$1-s$2"
   [ -e "$dir/final/config.json" ] && return
-  local extra=()
+  local extra=() algo=$1
   [ -e "$dir/checkpoint/state.pt" ] && extra+=(--resume)
   [ "$1" = sft ] && extra+=(--sft-target gold)  # the floor RL is compared against
-  $mr1 train answer --algo "$1" --seed "$2" --preset cpu-small --steps "$steps" --reward f1 \
+  if [ "$1" = grpo-sft ]; then  # GRPO from the same seed's SFT model (the reference is the SFT model), DAPO refill
+    algo=grpo
+    extra+=(--model "$runs/train/turns-answer-sft-s$2/final" --dynamic-sampling)
+  fi
+  $mr1 train answer --algo "$algo" --seed "$2" --preset cpu-small --steps "$steps" --reward f1 \
     --memories-per-speaker "$k" --dataset "$ds/answer-conv26" --val-dataset "$ds/answer-conv30" \
     --val-every 20 --val-limit 20 --out "$dir" "${extra[@]}"
 }
