@@ -129,10 +129,33 @@ def test_coalescer_hands_a_failure_to_every_caller_of_the_batch_and_recovers() -
     assert coalesce(["c"]).shape == (1, 2)  # not left busy: the next call runs
 
 
-def test_coalescer_splits_batches_at_max_texts() -> None:
+def test_coalescer_splits_queued_jobs_at_max_texts_but_never_one_callers_texts() -> None:
+    import threading
+    import time
+
     from memory_r1.embeddings import Coalescer
 
     sizes: list[int] = []
-    coalesce = Coalescer(lambda texts: sizes.append(len(texts)) or np.zeros((len(texts), 1)), max_texts=4)
-    assert coalesce(["x"] * 10).shape == (10, 1)  # one caller's own texts are never split
-    assert sizes == [10]
+    release = threading.Event()
+
+    def run(texts: list[str]) -> np.ndarray:
+        if not sizes:
+            release.wait(10)  # hold the first call so that six more callers queue behind it
+        sizes.append(len(texts))
+        return np.zeros((len(texts), 1), dtype=np.float32)
+
+    coalesce = Coalescer(run, max_texts=4)
+    first = threading.Thread(target=coalesce, args=(["first"],))
+    first.start()
+    while not coalesce._busy:
+        time.sleep(0.001)
+    queued = [threading.Thread(target=coalesce, args=([f"{i}a", f"{i}b"],)) for i in range(6)]
+    for t in queued:
+        t.start()
+    while len(coalesce._queue) < 6:
+        time.sleep(0.001)
+    release.set()
+    for t in [first, *queued]:
+        t.join(10)
+    assert sizes == [1, 4, 4, 4]  # 12 queued texts in batches of at most 4, jobs kept whole
+    assert coalesce(["x"] * 10).shape == (10, 1) and sizes[-1] == 10  # one caller's texts are never split

@@ -68,7 +68,8 @@ class Coalescer:
             self._queue.append(job)
             while self._busy and not job.done:
                 self._cv.wait()
-            if not job.done:  # the model is idle: lead a batch that holds this job and those queued
+            lead = not job.done
+            if lead:  # the model is idle: lead a batch that holds this job and those queued
                 self._busy = True
                 batch: list[_Job] = []
                 size = 0
@@ -78,7 +79,7 @@ class Coalescer:
                 if job not in batch:  # its own job lies beyond max_texts of queued ones: take it too
                     batch.append(job)
                     self._queue.remove(job)
-        if not job.done:
+        if lead:
             try:
                 vectors = self._run([t for j in batch for t in j.texts])
                 error: BaseException | None = None

@@ -169,6 +169,14 @@ def hanging_backend() -> Iterator[str]:
     listener.close()
 
 
+@pytest.fixture
+def silent(hanging_backend: str) -> Iterator[OpenAIGenerator]:
+    """An OpenAI-compatible generator on the hanging backend, with a short timeout and no retries."""
+    generator = OpenAIGenerator("any-model", base_url=hanging_backend, timeout=0.5, max_retries=0)
+    yield generator
+    generator.close()
+
+
 def _agents(scripted: Any, *, manager: Any = None, answerer: Any = None) -> Agents:
     """Scripted extraction; the manager and answerer scripted unless a (failing) backend is given."""
     embedder = HashingEmbedder()
@@ -181,9 +189,8 @@ def _agents(scripted: Any, *, manager: Any = None, answerer: Any = None) -> Agen
 
 
 def test_a_model_backend_timeout_is_504_nothing_written_and_serving_goes_on(
-    hanging_backend: str, scripted, live
+    silent: OpenAIGenerator, scripted, live
 ) -> None:
-    silent = OpenAIGenerator("any-model", base_url=hanging_backend, timeout=0.5, max_retries=0)
     server, key = serve(Memory(":memory:", _agents(scripted, manager=silent)), live)
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Token {key}"}, timeout=30) as c:
         assert (
@@ -199,14 +206,12 @@ def test_a_model_backend_timeout_is_504_nothing_written_and_serving_goes_on(
         ] == ["kept"]
         hits = c.post("/v1/memories/search/", json={"query": "kept", "user_id": "alice"})
         assert hits.status_code == 200 and hits.json()["results"][0]["memory"] == "kept"
-    silent.close()
 
 
 def test_an_answer_backend_timeout_is_504_over_rest_and_a_tool_error_over_mcp(
-    hanging_backend: str, scripted, live
+    silent: OpenAIGenerator, scripted, live
 ) -> None:
     """Not a 200 with an empty answer and a parse_error: the client must see that the model failed."""
-    silent = OpenAIGenerator("any-model", base_url=hanging_backend, timeout=0.5, max_retries=0)
     server, key = serve(Memory(":memory:", _agents(scripted, answerer=silent)), live)
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Token {key}"}, timeout=30) as c:
         c.post("/v1/memories/", json={"messages": "I adopted a cat", "user_id": "alice", "infer": False})
@@ -215,4 +220,3 @@ def test_an_answer_backend_timeout_is_504_over_rest_and_a_tool_error_over_mcp(
         error = mcp_call(server.url, key, "answer_question", question="What did I adopt?", user_id="alice")
         assert error.is_error and "timed out" in error.content[0].text
         assert c.get("/health").json() == {"status": "ok"}
-    silent.close()

@@ -138,11 +138,12 @@ class AnswerAgent:
         with `raise_errors` the `GenerationError` itself (the API and service: the caller must see it)."""
         config = GenerationConfig(max_new_tokens=self.config.max_new_tokens,
                                   temperature=self.config.temperature, seed=seed)
-        if raise_errors:
-            messages = [b.messages for b in built]
-            outputs: list[Generation | str] = list(self.generator.generate(messages, config))
-        else:
-            outputs = self._generate([b.messages for b in built], config)
+        messages = [b.messages for b in built]
+        outputs: list[Generation | str] = (
+            list(self.generator.generate(messages, config))
+            if raise_errors
+            else self._generate(messages, config)
+        )
         return [self.to_answer(q, b, g.text, g.usage) if isinstance(g, Generation)
                 else replace(self.to_answer(q, b, ""), parse_error=g)
                 for q, b, g in zip(questions, built, outputs, strict=True)]

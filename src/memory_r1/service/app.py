@@ -259,10 +259,12 @@ class BodyLimit:
         if scope["type"] != "http" or scope["path"] == MCP_PATH:
             await self.app(scope, receive, send)
             return
-        too_large = _error(413, "payload_too_large", f"body over {self.limit} bytes")
+        def too_large() -> JSONResponse:
+            return _error(413, "payload_too_large", f"body over {self.limit} bytes")
+
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
-            await too_large(scope, receive, send)
+            await too_large()(scope, receive, send)
             return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
@@ -273,7 +275,7 @@ class BodyLimit:
             messages.append(message)
             size += len(message.get("body", b""))
             if size > self.limit:
-                await too_large(scope, receive, send)
+                await too_large()(scope, receive, send)
                 return
             if message["type"] != "http.request" or not message.get("more_body", False):
                 break

@@ -280,7 +280,8 @@ class McpEndpoint:
         self.service = service
         self.server = build_server(service)
         # MCP session id -> the tenant whose key opened it: a session is usable only with that tenant's
-        # keys (another tenant's key gets the 404 of an unknown session, so it learns nothing)
+        # keys (another tenant's key gets a 404, as for an unknown session). Entries go when the client
+        # ends its session (DELETE); sessions left open keep theirs (a few bytes each) for the server's life.
         self._session_tenant: dict[str, str] = {}
         self._app: ASGIApp = self.server.streamable_http_app(
             streamable_http_path=MCP_PATH, host=host, max_request_body_size=service.config.max_body_bytes
