@@ -50,9 +50,10 @@ class Coalescer:
     clients searching at once cost one forward of 16 queries, not 16 forwards that fight over the cores).
 
     No timer and no added latency: a caller that finds the model idle runs its own texts at once; callers
-    that arrive while it runs queue up, and the next of them takes every queued job (up to `max_texts`
-    texts) into one batch. One model call runs at a time, which also keeps torch's thread pool to one
-    user. A failure reaches every caller whose texts were in the failed batch.
+    that arrive while it runs queue up, and the oldest of them takes the queued jobs in order (up to
+    `max_texts` texts, never splitting one caller's texts) into one batch. One model call runs at a
+    time, which also keeps torch's thread pool to one user. A failure reaches every caller whose texts
+    were in the failed batch.
     """
 
     def __init__(self, run: Callable[[list[str]], np.ndarray], max_texts: int = 256) -> None:
@@ -66,19 +67,17 @@ class Coalescer:
         job = _Job(texts)
         with self._cv:
             self._queue.append(job)
-            while self._busy and not job.done:
+            # first come, first served: only the caller at the head of the queue leads the next batch
+            while not job.done and (self._busy or self._queue[0] is not job):
                 self._cv.wait()
             lead = not job.done
-            if lead:  # the model is idle: lead a batch that holds this job and those queued
+            if lead:  # the model is idle: lead a batch of this job and the queued ones behind it
                 self._busy = True
-                batch: list[_Job] = []
-                size = 0
-                while self._queue and (not batch or size + len(self._queue[0].texts) <= self.max_texts):
+                batch = [self._queue.pop(0)]
+                size = len(job.texts)
+                while self._queue and size + len(self._queue[0].texts) <= self.max_texts:
                     batch.append(self._queue.pop(0))
                     size += len(batch[-1].texts)
-                if job not in batch:  # its own job lies beyond max_texts of queued ones: take it too
-                    batch.append(job)
-                    self._queue.remove(job)
         if lead:
             try:
                 vectors = self._run([t for j in batch for t in j.texts])
