@@ -72,6 +72,11 @@ def _last_user(messages) -> str:
     return messages[-1]["content"]
 
 
+def is_manager_call(messages) -> bool:
+    """A Memory Manager prompt, in any protocol (manage-v1's JSON block, manage-v2/v3's labelled lines)."""
+    return _last_user(messages).startswith(("Current memories:", "Memories:\n"))
+
+
 def reference_script(messages) -> str:
     """Extract the line as a fact; the manager ADDs every new fact unless shown memories already say it."""
     content = _last_user(messages)
@@ -99,6 +104,12 @@ def reference_script(messages) -> str:
 def scripted() -> Callable[..., ScriptedGenerator]:
     """`scripted()` follows `reference_script`; `scripted(fn)` replies with fn(messages)."""
     return lambda reply=reference_script: ScriptedGenerator(reply)
+
+
+@pytest.fixture
+def manager_call() -> Callable[[list[dict]], bool]:
+    """`is_manager_call`: tells a Memory Manager prompt from the other agents', whatever the protocol."""
+    return is_manager_call
 
 
 @pytest.fixture

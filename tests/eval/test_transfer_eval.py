@@ -61,7 +61,7 @@ def test_longmemeval_rows_scores_and_table(tmp_path: Path, scripted, make_system
 
     def reply(messages) -> str:
         content = messages[-1]["content"]
-        if content.startswith(("Chat date:", "Current memories:")):
+        if content.startswith(("Chat date:", "Current memories:", "Memories:\n")):
             return base(messages)
         seen.append(content)
         return "[1] a memory\n**Answer:** Teal"

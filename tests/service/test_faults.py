@@ -46,12 +46,13 @@ def mcp_call(url: str, key: str, tool: str, **arguments: Any) -> Any:
     return anyio.run(main)
 
 
-def on_manager_call(reference_reply: Callable[[list[dict]], str], fault: Callable[[], None]):
+def on_manager_call(reference_reply: Callable[[list[dict]], str], fault: Callable[[], None],
+                    is_manager_call: Callable[[list[dict]], bool]):
     """A reply function: the reference script, but the first Memory Manager call runs `fault` first."""
     fired = []
 
     def reply(messages: list[dict]) -> str:
-        if messages[-1]["content"].startswith("Current memories:") and not fired:
+        if is_manager_call(messages) and not fired:
             fired.append(True)
             fault()
         return reference_reply(messages)
@@ -65,11 +66,12 @@ def serve(memory: Memory, live) -> tuple[Any, str]:
 
 
 def test_sqlite_file_gone_mid_add_is_503_nothing_written_and_serving_resumes(
-    tmp_path: Path, scripted, reference_reply, scripted_agents, live
+    tmp_path: Path, scripted, reference_reply, manager_call, scripted_agents, live
 ) -> None:
     folder, moved = tmp_path / "data", tmp_path / "elsewhere"
     folder.mkdir()
-    reply = on_manager_call(reference_reply, lambda: folder.rename(moved))  # the store vanishes mid-add
+    vanish = lambda: folder.rename(moved)  # noqa: E731 -- the store vanishes mid-add
+    reply = on_manager_call(reference_reply, vanish, manager_call)
     memory = Memory(str(folder / "bank.db"), scripted_agents(scripted(reply)))
     server, key = serve(memory, live)
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Token {key}"}, timeout=30) as c:
@@ -100,7 +102,7 @@ def test_sqlite_file_gone_mid_add_is_503_nothing_written_and_serving_resumes(
 
 
 def test_postgres_stopped_mid_add_is_503_nothing_written_and_serving_resumes(
-    tmp_path: Path, scripted, reference_reply, scripted_agents, live
+    tmp_path: Path, scripted, reference_reply, manager_call, scripted_agents, live
 ) -> None:
     pgserver = pytest.importorskip("pgserver")
     from memory_r1.bank.postgres import PostgresStore
@@ -110,7 +112,7 @@ def test_postgres_stopped_mid_add_is_503_nothing_written_and_serving_resumes(
     }  # its own server: it is stopped
     try:
         dsn = holder["pg"].get_uri()
-        reply = on_manager_call(reference_reply, lambda: holder["pg"].cleanup())
+        reply = on_manager_call(reference_reply, lambda: holder["pg"].cleanup(), manager_call)
         agents = scripted_agents(scripted(reply))
         store = PostgresStore(dsn, embedding_model=agents.embedder.name, dim=agents.embedder.dim, timeout_s=2)
         server, key = serve(Memory(store, agents), live)
