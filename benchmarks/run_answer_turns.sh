@@ -68,7 +68,7 @@ test_eval() {  # name [eval options]
 }
 
 evaluate() {
-  test_eval base
+  test_eval base --set trained_answerer=false
   local summaries=("$out/test-base")
   for algo in $algos; do
     for seed in $seeds; do
@@ -90,7 +90,7 @@ case $stage in
   all) datasets; for a in $algos; do for s in $seeds; do train "$a" "$s"; done; done; evaluate ;;
   data) datasets ;;
   train) for a in $algos; do for s in $seeds; do train "$a" "$s"; done; done ;;
-  eval-base) test_eval base ;;
+  eval-base) test_eval base --set trained_answerer=false ;;  # never a shipped trained agent (agents build)
   eval-one) test_eval "answer-$2" --answer-model "$runs/train/turns-answer-$2/final" ;;  # e.g. eval-one sft-s1
   eval) evaluate ;;
   *) echo "unknown stage $stage (all, data, train, eval-base, eval, eval-one)" >&2; exit 2 ;;

@@ -25,7 +25,7 @@ from memory_r1.agents import (
 )
 from memory_r1.bank import MemoryStore, SQLiteStore
 from memory_r1.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder, load_embedder
-from memory_r1.llm import GenerationError, Generator, load_generator
+from memory_r1.llm import GenerationError, Generator, is_built, load_generator, trained_for
 from memory_r1.records import Answer, Conversation, Event, Operation, Turn, Usage, owner_id
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -40,7 +40,12 @@ class PipelineConfig:
     manager_model: str | None = None
     """Memory Manager's model, e.g. a trained checkpoint (None: `model`)."""
     answer_model: str | None = None
-    """Answer Agent's model, e.g. a trained checkpoint (None: `model`)."""
+    """Answer Agent's model, e.g. a trained checkpoint (None: the shipped trained agent for `model` when
+    it is built and `trained_answerer` is on, else `model`; see `answer_model_name`)."""
+    trained_answerer: bool = True
+    """Our choice: use the shipped trained Answer Agent of the backbone (`memory-r1 agents build`) when it
+    has been built and no answer_model is named; False (`--base-answerer`) keeps the base model. The
+    name of the model used is recorded in every run's settings, so results say which it was."""
     backend: str = "transformers"
     """"transformers" (local) or "openai" (any OpenAI-compatible server: vLLM, SGLang, Ollama, ...)."""
     base_url: str | None = None
@@ -143,7 +148,7 @@ class Agents:
             embedder,
             FactExtractor(generators(config.extractor_model), config.extractor),
             MemoryManager(generators(config.manager_model), embedder, config.manager),
-            AnswerAgent(generators(config.answer_model), embedder, config.answer),
+            AnswerAgent(generators(answer_model_name(config)), embedder, config.answer),
         )
 
     def open_store(self, bank: str | Path = ":memory:") -> SQLiteStore:
@@ -168,6 +173,17 @@ class Agents:
         }
 
 
+def answer_model_name(config: PipelineConfig) -> str:
+    """The Answer Agent's model: the one named, else the backbone's shipped trained agent when it is built
+    (local backend only: a server serves what it serves), else the backbone."""
+    if config.answer_model:
+        return config.answer_model
+    trained = trained_for(config.model, "answer") if config.trained_answerer else None
+    if trained is not None and config.backend == "transformers" and is_built(trained.name):
+        return trained.name
+    return config.model
+
+
 def _generators(config: PipelineConfig) -> Callable[[str | None], Generator]:
     """name (None: the backbone) -> generator, each distinct model loaded once."""
     loaded: dict[str, Generator] = {}
@@ -184,7 +200,7 @@ def _generators(config: PipelineConfig) -> Callable[[str | None], Generator]:
 def load_answerer(config: PipelineConfig) -> AnswerAgent:
     """Only the embedder and the Answer Agent's model (for systems without a manager, e.g. `rag`)."""
     embedder = load_embedder(config.embedding_model)
-    return AnswerAgent(_generators(config)(config.answer_model), embedder, config.answer)
+    return AnswerAgent(_generators(config)(answer_model_name(config)), embedder, config.answer)
 
 
 class MemorySystem:

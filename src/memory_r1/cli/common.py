@@ -44,6 +44,9 @@ memories_app = typer.Typer(help="Inspect and repair a memory bank.", no_args_is_
 data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
 app.add_typer(memories_app, name="memories")
 app.add_typer(data_app, name="data")
+agents_app = typer.Typer(help="Trained agents: list them, rebuild them from their seeded recipes.",
+                         no_args_is_help=True)
+app.add_typer(agents_app, name="agents")
 
 console = Console()
 err_console = Console(stderr=True)

