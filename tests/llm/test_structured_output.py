@@ -30,7 +30,7 @@ SCHEMA = {"type": "object", "properties": {"decisions": {"type": "array"}}, "req
 class SchemaServer(ThreadingHTTPServer):
     def __init__(self, kind: str) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
-        self.kind = kind  # "response_format", "refuses", "guided_json"
+        self.kind = kind  # "response_format", "refuses", "guided_json", "json_object"
         self.bodies: list[dict] = []
 
     @property
@@ -49,6 +49,10 @@ def schema_problem(body: dict, kind: str) -> str | None:
     fmt = body.get("response_format")
     if fmt is None:
         return None
+    if kind == "json_object":  # llama-cpp-python's server: type text|json_object, optional schema
+        if fmt.get("type") not in ("text", "json_object"):
+            return "response_format.type: Input should be 'text' or 'json_object'"
+        return None if isinstance(fmt.get("schema", {}), dict) else "schema must be an object"
     if fmt.get("type") != "json_schema" or not isinstance(fmt.get("json_schema"), dict):
         return "response_format.type must be json_schema with a json_schema object"
     inner = fmt["json_schema"]
@@ -138,6 +142,17 @@ def test_guided_json_dialect_for_vllm(serve) -> None:
     assert not {"guided_json", "response_format", "json_schema"} & srv.bodies[1].keys()
     with pytest.raises(ValueError, match="structured_output must be one of"):
         OpenAIGenerator("m", base_url=srv.base_url, structured_output="grammar")  # type: ignore[arg-type]
+
+
+def test_json_object_dialect_for_llama_cpp_python(serve) -> None:
+    srv = serve("json_object")
+    gen = OpenAIGenerator("m", base_url=srv.base_url, backoff=0.01, structured_output="json_object")
+    [out] = gen.generate([MESSAGES], GenerationConfig(json_schema=SCHEMA))
+    assert srv.bodies[0]["response_format"] == {"type": "json_object", "schema": SCHEMA}
+    assert json.loads(out.text)["decisions"] and gen.schema_supported and len(srv.bodies) == 1
+    openai_style = OpenAIGenerator("m", base_url=srv.base_url, backoff=0.01)  # refused, then resent bare
+    openai_style.generate([MESSAGES], GenerationConfig(json_schema=SCHEMA))
+    assert not openai_style.schema_supported and "response_format" not in srv.bodies[-1]
 
 
 @pytest.mark.parametrize("kind", ["response_format", "refuses"])

@@ -245,7 +245,8 @@ def evaluate_manager(
     backend: BackendOpt = "transformers",
     base_url: BaseUrlOpt = None,
     structured_output: Annotated[
-        str, typer.Option(help="openai backend: response_format, guided_json, json_schema or off.")
+        str,
+        typer.Option(help="openai backend: response_format, json_object, guided_json, json_schema or off."),
     ] = "response_format",
     batch_size: Annotated[int, typer.Option(help="Prompts per generate call.")] = 16,
     limit: Annotated[int | None, typer.Option(help="At most N cases (smoke runs).")] = None,

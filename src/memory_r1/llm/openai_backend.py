@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import typing
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
@@ -29,8 +30,8 @@ from memory_r1.records import Usage
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 SCHEMA_REFUSED_STATUS = frozenset({400, 422})  # what servers answer to a request field they do not support
 
-StructuredOutput = Literal["response_format", "guided_json", "json_schema", "off"]
-STRUCTURED_OUTPUT_MODES: tuple[str, ...] = ("response_format", "guided_json", "json_schema", "off")
+StructuredOutput = Literal["response_format", "json_object", "guided_json", "json_schema", "off"]
+STRUCTURED_OUTPUT_MODES: tuple[str, ...] = typing.get_args(StructuredOutput)
 
 
 class OpenAIGenerator:
@@ -42,7 +43,9 @@ class OpenAIGenerator:
 
     Structured output: when `GenerationConfig.json_schema` is set, the schema goes in the request as
     `structured_output` says. "response_format" (default) is OpenAI's `{"type": "json_schema", ...}` field,
-    which vLLM, SGLang, llama.cpp's server and Ollama's OpenAI endpoint also accept; "guided_json" is vLLM's
+    which vLLM, SGLang, llama.cpp's server and Ollama's OpenAI endpoint also accept; "json_object" is
+    `response_format: {"type": "json_object", "schema": ...}`, the dialect of llama-cpp-python's server
+    (which turns the schema into a grammar, and refuses OpenAI's json_schema type); "guided_json" is vLLM's
     older extra parameter; "json_schema" is llama.cpp's native top-level field; "off" never sends one.
     A server that refuses the field (HTTP 400/422) gets the request again without it, and later requests
     skip it (`schema_supported` becomes False, `schema_fallbacks` counts the refusals): the parser checks
@@ -164,6 +167,8 @@ def schema_fields(mode: str, schema: dict) -> dict:
     if mode == "response_format":
         return {"response_format": {"type": "json_schema",
                                     "json_schema": {"name": "reply", "schema": schema, "strict": False}}}
+    if mode == "json_object":
+        return {"response_format": {"type": "json_object", "schema": schema}}
     if mode in ("guided_json", "json_schema"):
         return {mode: schema}
     return {}
