@@ -214,6 +214,37 @@ def test_http_refuses_missing_or_unknown_keys_and_keeps_tenants_apart(which, scr
     assert r.status_code == 200 and "add_memory" in r.text, r.text
 
 
+def test_sessions_that_end_or_go_idle_lose_their_tenant_binding(scripted_agents, live) -> None:
+    import time
+
+    keys = KeyStore()
+    app = mcp_app(Service(Memory(":memory:", scripted_agents()), keys,
+                          ServiceConfig(rate_per_minute=10**6, mcp_session_idle_s=0.3)))
+    endpoint, server = app.state.mcp_endpoint, live(app)
+    a = keys.create("tenant-a")
+    headers = {"Accept": "application/json, text/event-stream", "Authorization": f"Token {a}"}
+    client = {"name": "t", "version": "0"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": client}}
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+
+    def open_session() -> dict[str, str]:
+        r = httpx.post(f"{server.url}/mcp", json=init, headers=headers)
+        assert r.status_code == 200, r.text
+        return headers | {"mcp-session-id": r.headers["mcp-session-id"]}
+
+    ended = open_session()
+    assert endpoint.bound_sessions == 1
+    assert httpx.delete(f"{server.url}/mcp", headers=ended).status_code < 400  # the client ends it
+    assert endpoint.bound_sessions == 0
+
+    idle = open_session()
+    assert httpx.post(f"{server.url}/mcp", json=listing, headers=idle).status_code == 200  # in use: kept
+    time.sleep(1.0)  # past the idle timeout: the SDK closes the session, the next request sweeps the map
+    assert httpx.post(f"{server.url}/mcp", json=listing, headers=idle).status_code == 404
+    assert endpoint.bound_sessions == 0
+
+
 def test_stdio_session_on_a_memory_r1_mcp_subprocess(tmp_path: Path, scripted_agents) -> None:
     """The command an agent host runs (`memory-r1 mcp`), on a store file the CLI and `Memory()` then read."""
     store = tmp_path / "bank.db"

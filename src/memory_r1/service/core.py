@@ -28,6 +28,9 @@ class ServiceConfig:
     """Per API key; our choice: 10 requests/s sustained, bursts up to the same number."""
     auth: bool = True
     """False only with the explicit loopback-only no-auth flag: every request is tenant "local"."""
+    mcp_session_idle_s: float = 1800.0
+    """An MCP session with no request for this long is closed (the MCP SDK's default, 30 minutes), and its
+    tenant binding forgotten with it, so sessions clients never end do not pile up."""
 
 
 class ApiError(Exception):

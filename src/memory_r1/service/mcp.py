@@ -9,6 +9,7 @@ fix or must know about (unknown id, bad input, store gone, model timeout) are to
 one line saying what was wrong; the server keeps serving.
 """
 
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -281,11 +282,37 @@ class McpEndpoint:
         self.server = build_server(service)
         # MCP session id -> the tenant whose key opened it: a session is usable only with that tenant's
         # keys (another tenant's key gets a 404, as for an unknown session). Entries go when the client
-        # ends its session (DELETE); sessions left open keep theirs (a few bytes each) for the server's life.
+        # ends its session (DELETE) or once the SDK has closed it for being idle (`mcp_session_idle_s`): the
+        # SDK closes a session when no request has been in flight for that long, so a binding is forgotten
+        # only when none is in flight and the last one ended longer ago than that (plus a margin).
         self._session_tenant: dict[str, str] = {}
+        self._in_flight: dict[str, int] = {}
+        self._last_end: dict[str, float] = {}
+        self._next_sweep = 0.0
+        self._idle_s = service.config.mcp_session_idle_s
         self._app: ASGIApp = self.server.streamable_http_app(
-            streamable_http_path=MCP_PATH, host=host, max_request_body_size=service.config.max_body_bytes
+            streamable_http_path=MCP_PATH, host=host, max_request_body_size=service.config.max_body_bytes,
+            session_idle_timeout=self._idle_s,
         )
+
+    def _forget_closed_sessions(self, now: float) -> None:
+        """Sweep at most once a tenth of the idle timeout (amortised O(1) per request)."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self._idle_s / 10
+        for session, ended in list(self._last_end.items()):
+            if not self._in_flight.get(session) and now - ended > self._idle_s * 1.1:
+                self._forget(session)
+
+    def _forget(self, session: str) -> None:
+        self._session_tenant.pop(session, None)
+        self._last_end.pop(session, None)
+        self._in_flight.pop(session, None)
+
+    @property
+    def bound_sessions(self) -> int:
+        """Sessions with a tenant binding (for tests and monitoring)."""
+        return len(self._session_tenant)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -310,6 +337,7 @@ class McpEndpoint:
                     413, "payload_too_large", f"body over {self.service.config.max_body_bytes} bytes"
                 )
             session = headers.get("mcp-session-id")
+            self._forget_closed_sessions(time.monotonic())
             owner = self._session_tenant.get(session) if session else None
             if owner is not None and owner != who.tenant:
                 raise ApiError(404, "not_found", "unknown MCP session")
@@ -321,16 +349,31 @@ class McpEndpoint:
             await response(scope, receive, send)
             return
 
+        opened: list[str] = []
+        statuses: list[int] = []
+
         async def bind(message: Message) -> None:  # the session id the transport hands out is this tenant's
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
             if message["type"] == "http.response.start" and message["status"] < 400:
-                opened = Headers(raw=message.get("headers", [])).get("mcp-session-id")
-                if opened:
-                    self._session_tenant.setdefault(opened, who.tenant)
-                if session and scope["method"] == "DELETE":  # the client ended its session
-                    self._session_tenant.pop(session, None)
+                new = Headers(raw=message.get("headers", [])).get("mcp-session-id")
+                if new and new not in self._session_tenant:
+                    self._session_tenant[new] = who.tenant
+                    opened.append(new)
             await send(message)
 
-        await self._app({**scope, PRINCIPAL: who}, receive, bind)
+        bound = session if owner is not None else None
+        if bound:
+            self._in_flight[bound] = self._in_flight.get(bound, 0) + 1
+        try:
+            await self._app({**scope, PRINCIPAL: who}, receive, bind)
+        finally:
+            if bound:
+                self._in_flight[bound] -= 1
+            for used in ([bound] if bound else []) + opened:
+                self._last_end[used] = time.monotonic()
+            if bound and scope["method"] == "DELETE" and statuses and statuses[0] < 400:  # client ended it
+                self._forget(bound)
 
 
 def mcp_endpoint(service: Service, host: str = "127.0.0.1") -> McpEndpoint:
@@ -349,7 +392,9 @@ def mcp_app(service: Service, host: str = "127.0.0.1") -> Starlette:
         async with endpoint.running():
             yield
 
-    return Starlette(routes=[Route(MCP_PATH, endpoint=endpoint), Route("/health", health)], lifespan=lifespan)
+    app = Starlette(routes=[Route(MCP_PATH, endpoint=endpoint), Route("/health", health)], lifespan=lifespan)
+    app.state.mcp_endpoint = endpoint
+    return app
 
 
 def run_stdio(memory: Memory) -> None:
