@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import functools
 import inspect
-import itertools
-import textwrap
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -33,6 +30,7 @@ from memory_r1.cli.common import (
     user_errors,
 )
 from memory_r1.pipeline import DEFAULT_MODEL, MemorySystem, PipelineConfig
+from memory_r1.settings import field_docs
 
 if TYPE_CHECKING:
     from memory_r1.records import Conversation
@@ -49,23 +47,6 @@ NESTED = ("rollout", "grpo", "ppo", "sft")
 POSITIONAL = ("agent",)
 ALIASES = {"samples_per_prompt": ["--group-size"], "grpo.beta": ["--beta"], "lora": []}
 SKIPPED = {"lora"}  # spelled --full below, as before
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Field name -> its docstring (the string literal right after the field), read from the source."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]  # the source of a class: a ClassDef
-    docs = {}
-    for node, after in itertools.pairwise(body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(after.value.value.split())
-    return docs
 
 
 def _click_type(hint: object) -> tuple[type, list[str] | None]:
