@@ -29,6 +29,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from memory_r1.agents import AnswerAgent, MemoryManager
+from memory_r1.agents.manager import DEFAULT_PROTOCOL
 from memory_r1.data import get_conversation, load_locomo, select_sessions
 from memory_r1.embeddings import HashingEmbedder
 from memory_r1.llm.openai_backend import OpenAIGenerator
@@ -342,11 +343,12 @@ def answerer(datasets) -> Iterator[FrozenAnswerer]:
 
 
 def _manager_outputs(ex: ManagerExample, shown: int) -> list[str]:
-    ops = [{"id": str(shown), "text": f"{ex.facts[0]} zebra", "event": "ADD"}]
-    outputs = [json.dumps({"memory": ops}), "no json here", json.dumps({"memory": []})]
+    """Policy outputs in the default protocol (manage-v3: one line per fact, memories labelled M1, ...):
+    an ADD, an unparsable reply, a NOOP, and with memories shown a DELETE and an UPDATE."""
+    assert DEFAULT_PROTOCOL == "manage-v3", "these scripted outputs speak manage-v3"
+    outputs = ["F1: ADD", "no decision here", "F1: NONE"]
     if shown:
-        outputs.append(json.dumps({"memory": [{"id": "0", "event": "DELETE"}]}))
-        outputs.append(json.dumps({"memory": [{"id": "0", "text": "zebra crossing", "event": "UPDATE"}]}))
+        outputs += ["F1: DELETE M1", "F1: UPDATE M1: zebra crossing"]
     return outputs
 
 
